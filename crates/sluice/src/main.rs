@@ -1,0 +1,37 @@
+//! The `sluice` binary: `sluice serve` runs the broker; the other subcommands are a
+//! command-line client that talks to a running broker over the Kafka protocol.
+
+mod cli;
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice: one broker for Kafka, RocketMQ and RabbitMQ clients.
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the broker (embedded defaults: data in ./sluice-data, Kafka on 127.0.0.1:9092).
+    Serve(config::ServeArgs),
+    #[command(flatten)]
+    Client(cli::Command),
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.command {
+        Command::Serve(serve_args) => serve::run(serve_args),
+        Command::Client(cmd) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(cli::run(cmd))
+        }
+    }
+}
