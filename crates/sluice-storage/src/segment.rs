@@ -1,0 +1,314 @@
+//! One segment: a `.log` file of record batches plus its sparse indexes.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{verify_batch, BatchHeader, BATCH_HEADER_BYTES};
+use crate::error::{IoContext, StorageError};
+use crate::index::{IndexEntry, SegmentIndex};
+
+/// Bytes read at a time while scanning a segment at recovery.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// File name of the segment starting at `base_offset`, zero-padded so names sort.
+pub(crate) fn log_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.log")
+}
+
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    /// Offset after the last record in this segment.
+    pub next_offset: i64,
+    /// Bytes of valid batches; nothing past this is ever read.
+    pub size: u64,
+    /// Largest record timestamp in the segment, -1 when empty.
+    pub max_timestamp: i64,
+    /// When the segment started receiving data, for `segment.ms` rolls.
+    pub created_ms: i64,
+    pub path: PathBuf,
+    pub file: Arc<File>,
+    index: SegmentIndex,
+    bytes_since_index: u64,
+}
+
+/// Outcome of scanning a segment file.
+struct Scan {
+    valid_bytes: u64,
+    next_offset: i64,
+    max_timestamp: i64,
+    first_timestamp: Option<i64>,
+    headers: Vec<(BatchHeader, u64)>,
+}
+
+impl Segment {
+    /// Creates an empty segment file.
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Self, StorageError> {
+        let path = dir.join(log_file_name(base_offset));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .at(&path)?;
+        let (mut index, _) = SegmentIndex::open(&path, 0)?;
+        index.clear()?;
+        Ok(Segment {
+            base_offset,
+            next_offset: base_offset,
+            size: 0,
+            max_timestamp: -1,
+            created_ms: now_ms,
+            path,
+            file: Arc::new(file),
+            index,
+            bytes_since_index: 0,
+        })
+    }
+
+    /// Opens an existing segment. A `tail` segment is fully verified (CRC of every
+    /// batch) and cut at the first bad byte; its indexes are rebuilt. A sealed
+    /// segment trusts consistent index files and is only scanned when they are
+    /// missing or stale. `next_offset_hint` is the following segment's base offset.
+    /// Returns the segment and, for a tail, the headers of its batches.
+    pub fn open(
+        path: &Path,
+        base_offset: i64,
+        tail: bool,
+        next_offset_hint: Option<i64>,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> Result<(Self, Vec<BatchHeader>, u64), StorageError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .at(path)?;
+        let file_bytes = file.metadata().at(path)?.len();
+        let (index, consistent) = SegmentIndex::open(path, file_bytes.max(1))?;
+        let mut segment = Segment {
+            base_offset,
+            next_offset: base_offset,
+            size: file_bytes,
+            max_timestamp: -1,
+            created_ms: now_ms,
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            index,
+            bytes_since_index: 0,
+        };
+        if !tail && consistent && file_bytes > 0 {
+            if let Some(next) = next_offset_hint {
+                segment.next_offset = next;
+                segment.max_timestamp = segment.scan_max_timestamp_from_last_entry()?;
+                return Ok((segment, Vec::new(), 0));
+            }
+        }
+        let scan = segment.scan(tail)?;
+        let truncated = file_bytes - scan.valid_bytes;
+        if truncated > 0 {
+            tracing::warn!(
+                segment = %path.display(),
+                valid_bytes = scan.valid_bytes,
+                truncated_bytes = truncated,
+                "truncating torn or corrupt tail of segment"
+            );
+            segment.file.set_len(scan.valid_bytes).at(path)?;
+            segment.file.sync_all().at(path)?;
+        }
+        segment.size = scan.valid_bytes;
+        if let Some(ts) = scan.first_timestamp {
+            segment.created_ms = ts.min(now_ms);
+        }
+        segment.index.clear()?;
+        segment.bytes_since_index = 0;
+        for (header, position) in &scan.headers {
+            segment.note_batch(header, *position, index_interval_bytes)?;
+        }
+        debug_assert_eq!(segment.next_offset, scan.next_offset);
+        debug_assert_eq!(segment.max_timestamp, scan.max_timestamp);
+        let headers = if tail {
+            scan.headers.into_iter().map(|(h, _)| h).collect()
+        } else {
+            Vec::new()
+        };
+        Ok((segment, headers, truncated))
+    }
+
+    /// The largest timestamp of a sealed segment: the time index knows every batch
+    /// before the last indexed one, and the batches after it are scanned.
+    fn scan_max_timestamp_from_last_entry(&self) -> Result<i64, StorageError> {
+        let mut position = u64::from(self.index.position_for_offset(u32::MAX));
+        let mut max_ts = self.index.timestamp_before_last();
+        while position < self.size {
+            let header = self.read_header(position)?;
+            max_ts = max_ts.max(header.max_timestamp);
+            position += header.total_bytes() as u64;
+        }
+        Ok(max_ts)
+    }
+
+    /// Walks the batches of the file from the start, optionally verifying CRCs, and
+    /// stops at the first incomplete or invalid batch.
+    fn scan(&self, verify: bool) -> Result<Scan, StorageError> {
+        let file_bytes = self.size;
+        let mut scan = Scan {
+            valid_bytes: 0,
+            next_offset: self.base_offset,
+            max_timestamp: -1,
+            first_timestamp: None,
+            headers: Vec::new(),
+        };
+        let mut buf: Vec<u8> = Vec::new();
+        let mut buf_start: u64 = 0;
+        let mut position: u64 = 0;
+        loop {
+            let in_buf = (position - buf_start) as usize;
+            let need = if buf.len() >= in_buf + BATCH_HEADER_BYTES {
+                match BatchHeader::parse(&buf[in_buf..]) {
+                    Ok(h) => h.total_bytes(),
+                    Err(_) => break,
+                }
+            } else {
+                BATCH_HEADER_BYTES
+            };
+            if position + need as u64 > file_bytes {
+                break;
+            }
+            if buf.len() < in_buf + need {
+                let want = need
+                    .max(SCAN_CHUNK_BYTES)
+                    .min((file_bytes - position) as usize);
+                buf.resize(want, 0);
+                self.file.read_exact_at(&mut buf, position).at(&self.path)?;
+                buf_start = position;
+                continue;
+            }
+            let bytes = &buf[in_buf..in_buf + need];
+            let header = if verify {
+                verify_batch(bytes)
+            } else {
+                BatchHeader::parse(bytes)
+            };
+            let header = match header {
+                Ok(h) if need == h.total_bytes() && h.base_offset == scan.next_offset => h,
+                // A batch that does not continue the offsets is as bad as a torn one.
+                _ => break,
+            };
+            scan.first_timestamp.get_or_insert(header.base_timestamp);
+            scan.max_timestamp = scan.max_timestamp.max(header.max_timestamp);
+            scan.next_offset = header.last_offset() + 1;
+            scan.headers.push((header, position));
+            position += need as u64;
+            scan.valid_bytes = position;
+        }
+        Ok(scan)
+    }
+
+    /// Accounts for a batch written at `position`: adds an index entry when an index
+    /// interval has passed, and advances the next offset and max timestamp.
+    fn note_batch(
+        &mut self,
+        header: &BatchHeader,
+        position: u64,
+        index_interval_bytes: u64,
+    ) -> Result<(), StorageError> {
+        if self.bytes_since_index >= index_interval_bytes && position > 0 {
+            self.index.push(IndexEntry {
+                relative_offset: (header.base_offset - self.base_offset) as u32,
+                position: position as u32,
+                timestamp_before: self.max_timestamp,
+            })?;
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += header.total_bytes() as u64;
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        self.next_offset = header.last_offset() + 1;
+        Ok(())
+    }
+
+    /// Writes already offset-assigned batches at the end of the file (page cache only).
+    pub fn append(
+        &mut self,
+        bytes: &[u8],
+        headers: &[BatchHeader],
+        index_interval_bytes: u64,
+    ) -> Result<(), StorageError> {
+        debug_assert_eq!(
+            headers.first().map(|h| h.base_offset),
+            Some(self.next_offset)
+        );
+        self.file.write_all_at(bytes, self.size).at(&self.path)?;
+        let mut position = self.size;
+        for header in headers {
+            self.note_batch(header, position, index_interval_bytes)?;
+            position += header.total_bytes() as u64;
+        }
+        self.size = position;
+        Ok(())
+    }
+
+    /// Reads the batch header at `position`.
+    pub fn read_header(&self, position: u64) -> Result<BatchHeader, StorageError> {
+        read_header_at(&self.file, &self.path, position)
+    }
+
+    /// Position of the batch containing `offset`, or `None` when the segment ends
+    /// before it. Reads batch headers forward from the nearest index entry.
+    pub fn locate(&self, offset: i64) -> Result<Option<u64>, StorageError> {
+        let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
+        let mut position = u64::from(self.index.position_for_offset(relative));
+        while position < self.size {
+            let header = self.read_header(position)?;
+            if header.last_offset() >= offset {
+                return Ok(Some(position));
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// First batch whose max timestamp is >= `target_ms`: (position, header).
+    pub fn locate_timestamp(
+        &self,
+        target_ms: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        let mut position = u64::from(self.index.position_for_timestamp(target_ms));
+        while position < self.size {
+            let header = self.read_header(position)?;
+            if header.max_timestamp >= target_ms {
+                return Ok(Some((position, header)));
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Flushes the log file and its indexes.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.file.sync_data().at(&self.path)?;
+        self.index.sync()
+    }
+
+    /// Deletes the segment's files.
+    pub fn remove_files(&self) -> Result<(), StorageError> {
+        std::fs::remove_file(&self.path).at(&self.path)?;
+        self.index.remove_files()
+    }
+}
+
+/// Reads the fixed header of the batch at `position` of a log file.
+pub(crate) fn read_header_at(
+    file: &File,
+    path: &Path,
+    position: u64,
+) -> Result<BatchHeader, StorageError> {
+    let mut buf = [0u8; BATCH_HEADER_BYTES];
+    file.read_exact_at(&mut buf, position).at(path)?;
+    BatchHeader::parse(&buf).map_err(|e| StorageError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
+}
