@@ -1,1 +1,22 @@
-//! stub
+//! Sluice core: broker semantics behind one [`Broker`] handle, free of protocol types.
+//!
+//! Topics and partitions, produce with validation and idempotent de-duplication,
+//! reads with long-poll watches, offset queries, topic configs, and the background
+//! maintenance (interval flushes, retention). Front ends translate their protocol
+//! into these calls.
+
+pub mod broker;
+pub mod error;
+mod ids;
+pub mod names;
+pub mod producer_state;
+mod topic;
+pub mod topic_config;
+
+pub use broker::{
+    now_ms, AppendWatch, Broker, BrokerConfig, ConfigChange, OffsetQuery, PartitionInfo,
+    PartitionRead, Produced, TopicInfo,
+};
+pub use error::CoreError;
+pub use sluice_storage::{BatchError, Durability, FileSlice, FlushPolicy, LogConfig};
+pub use topic_config::{ConfigEntry, TopicConfig};

@@ -1,1 +1,10 @@
-//! stub
+//! Sluice's Kafka front end: framing, version negotiation and one handler per API,
+//! translating Kafka requests into calls on [`sluice_core::Broker`].
+
+pub mod errors;
+mod handlers;
+pub mod server;
+pub mod versions;
+pub mod wire;
+
+pub use server::{serve, KafkaServerConfig};

@@ -3,25 +3,203 @@
 
 use std::path::PathBuf;
 
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use sluice_core::{BrokerConfig, FlushPolicy, LogConfig};
+
 /// Flags of `sluice serve`; every one also reads a `SLUICE_*` environment variable.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServeArgs {
-    /// Directory holding all partition data.
+    /// Directory holding all data [default: ./sluice-data].
     #[arg(long, env = "SLUICE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address of the Kafka listener (port 0 picks a free port).
+    /// Address of the Kafka listener; port 0 picks a free port [default: 127.0.0.1:9092].
     #[arg(long, env = "SLUICE_KAFKA_LISTEN")]
     pub kafka_listen: Option<String>,
-    /// Address of the HTTP listener (admin API, metrics).
+    /// host:port given to Kafka clients in metadata [default: the listen address].
+    #[arg(long, env = "SLUICE_KAFKA_ADVERTISED")]
+    pub kafka_advertised: Option<String>,
+    /// Address of the HTTP listener (admin API, metrics) [default: 127.0.0.1:8080].
     #[arg(long, env = "SLUICE_HTTP_LISTEN")]
     pub http_listen: Option<String>,
     /// TOML configuration file; flags and environment variables override it.
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Default flush policy of topics: always, interval or os.
+    /// Default flush policy of topics: always, interval or os [default: interval].
     #[arg(long, env = "SLUICE_FLUSH")]
     pub flush: Option<String>,
-    /// Log filter, e.g. info, debug, sluice_kafka=trace.
+    /// fsync interval of the `interval` policy, in ms [default: 1000].
+    #[arg(long, env = "SLUICE_FLUSH_MS")]
+    pub flush_ms: Option<u64>,
+    /// Log filter, e.g. info, debug, sluice_kafka=trace [default: info].
     #[arg(long, env = "SLUICE_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Create unknown topics on first produce or metadata request [default: true].
+    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics [default: 1].
+    #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<i32>,
+    /// How often retention deletes old segments, in ms [default: 300000].
+    #[arg(long, env = "SLUICE_RETENTION_CHECK_MS")]
+    pub retention_check_ms: Option<u64>,
+}
+
+/// The same settings as they may appear in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    kafka_listen: Option<String>,
+    kafka_advertised: Option<String>,
+    http_listen: Option<String>,
+    flush: Option<String>,
+    flush_ms: Option<u64>,
+    log_level: Option<String>,
+    auto_create_topics: Option<bool>,
+    default_partitions: Option<i32>,
+    retention_check_ms: Option<u64>,
+    retention_ms: Option<i64>,
+    retention_bytes: Option<i64>,
+    segment_bytes: Option<u64>,
+    max_message_bytes: Option<usize>,
+}
+
+/// Fully resolved settings of one broker process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kafka_listen: String,
+    pub kafka_advertised: Option<String>,
+    pub http_listen: String,
+    pub log_level: String,
+    pub broker: BrokerConfig,
+}
+
+fn flush_policy(name: &str, ms: u64) -> anyhow::Result<FlushPolicy> {
+    Ok(match name {
+        "always" => FlushPolicy::Always,
+        "os" => FlushPolicy::Os,
+        "interval" => FlushPolicy::Interval {
+            ms,
+            bytes: 64 << 20,
+        },
+        other => bail!("flush must be always, interval or os, not {other:?}"),
+    })
+}
+
+impl ServeArgs {
+    /// Merges defaults, the config file and these flags.
+    pub fn resolve(&self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./sluice-data"));
+        let flush_ms = self.flush_ms.or(file.flush_ms).unwrap_or(1000).max(1);
+        let flush = flush_policy(
+            self.flush
+                .as_deref()
+                .or(file.flush.as_deref())
+                .unwrap_or("interval"),
+            flush_ms,
+        )?;
+        let defaults = LogConfig::default();
+        let log_defaults = LogConfig {
+            flush,
+            retention_ms: file.retention_ms.unwrap_or(defaults.retention_ms),
+            retention_bytes: file.retention_bytes.unwrap_or(defaults.retention_bytes),
+            segment_bytes: file.segment_bytes.unwrap_or(defaults.segment_bytes),
+            max_message_bytes: file.max_message_bytes.unwrap_or(defaults.max_message_bytes),
+            ..defaults
+        };
+        let default_partitions = self
+            .default_partitions
+            .or(file.default_partitions)
+            .unwrap_or(1);
+        if default_partitions < 1 {
+            bail!("default partitions must be at least 1");
+        }
+        let mut broker = BrokerConfig::new(data_dir);
+        broker.auto_create_topics = self
+            .auto_create_topics
+            .or(file.auto_create_topics)
+            .unwrap_or(true);
+        broker.default_partitions = default_partitions;
+        broker.log_defaults = log_defaults;
+        broker.retention_check_ms = self
+            .retention_check_ms
+            .or(file.retention_check_ms)
+            .unwrap_or(300_000);
+        Ok(Settings {
+            kafka_listen: self
+                .kafka_listen
+                .clone()
+                .or(file.kafka_listen)
+                .unwrap_or_else(|| "127.0.0.1:9092".into()),
+            kafka_advertised: self.kafka_advertised.clone().or(file.kafka_advertised),
+            http_listen: self
+                .http_listen
+                .clone()
+                .or(file.http_listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            log_level: self
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            broker,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "kafka_listen = \"127.0.0.1:1111\"\nflush = \"os\"\ndefault_partitions = 3\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            flush: Some("always".into()),
+            ..ServeArgs::default()
+        };
+        let s = args.resolve().unwrap();
+        assert_eq!(s.kafka_listen, "127.0.0.1:1111");
+        assert_eq!(s.broker.log_defaults.flush, FlushPolicy::Always);
+        assert_eq!(s.broker.default_partitions, 3);
+        assert_eq!(s.broker.data_dir, PathBuf::from("./sluice-data"));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_flush_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "no_such_setting = 1\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        assert!(args.resolve().is_err());
+        let args = ServeArgs {
+            flush: Some("never".into()),
+            ..ServeArgs::default()
+        };
+        assert!(args.resolve().is_err());
+    }
 }

@@ -1,8 +1,90 @@
 //! `sluice serve`: wires storage, core and the protocol front ends together.
 
+use anyhow::Context;
+use sluice_core::Broker;
+use sluice_kafka::KafkaServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
 use crate::config::ServeArgs;
 
-/// Runs the broker until SIGINT or SIGTERM.
-pub fn run(_args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet wired")
+/// Runs the broker until SIGINT or SIGTERM, then flushes every log and returns.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.resolve()?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
+        .with_context(|| format!("invalid log level {:?}", settings.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice")
+        .build()?;
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
+    let data_dir = settings.broker.data_dir.clone();
+    let broker_config = settings.broker.clone();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config))
+        .await?
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    let listener = TcpListener::bind(&settings.kafka_listen)
+        .await
+        .with_context(|| format!("binding Kafka listener {}", settings.kafka_listen))?;
+    let kafka_addr = listener.local_addr()?;
+    let (host, port) = match &settings.kafka_advertised {
+        Some(adv) => {
+            let (h, p) = adv
+                .rsplit_once(':')
+                .with_context(|| format!("advertised address {adv:?} needs host:port"))?;
+            (h.to_string(), p.parse::<i32>().context("advertised port")?)
+        }
+        None => (kafka_addr.ip().to_string(), i32::from(kafka_addr.port())),
+    };
+    tracing::info!(
+        kafka_listen = %kafka_addr,
+        kafka_advertised = %format!("{host}:{port}"),
+        data_dir = %data_dir.display(),
+        flush = settings.broker.log_defaults.flush.name(),
+        "sluice broker listening"
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let maintenance = {
+        let broker = broker.clone();
+        let rx = stop_rx.clone();
+        tokio::spawn(async move { broker.run_maintenance(stopped(rx)).await })
+    };
+    let kafka = tokio::spawn(sluice_kafka::serve(
+        listener,
+        broker.clone(),
+        KafkaServerConfig::new(host, port),
+        stopped(stop_rx.clone()),
+    ));
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = kafka.await;
+    let _ = maintenance.await;
+    tokio::task::spawn_blocking(move || broker.flush_all())
+        .await?
+        .context("final flush")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    Ok(())
 }

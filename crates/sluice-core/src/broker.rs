@@ -1,0 +1,798 @@
+//! The broker: the one handle every front end talks to.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use sluice_cluster::{NodeId, PartitionReplica};
+use sluice_storage::{
+    Durability, FileSlice, FlushPolicy, LogConfig, ReadOutcome, StorageError, VerifiedBatches,
+};
+use tokio::sync::watch;
+
+use crate::error::CoreError;
+use crate::ids::{random_bytes16, write_atomically, ProducerIdAllocator};
+use crate::names::validate_topic_name;
+use crate::producer_state::SequenceCheck;
+use crate::topic::{hex, unhex, Partition, Topic, TopicManifest};
+use crate::topic_config::{ConfigEntry, TopicConfig, TopicDefaults};
+
+/// Most partitions one topic may have.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// Broker-wide settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Root of all data.
+    pub data_dir: PathBuf,
+    /// This broker's id.
+    pub node_id: i32,
+    /// Create unknown topics when a client produces to them or asks for them.
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics and of CreateTopics without a count.
+    pub default_partitions: i32,
+    /// Log settings topics inherit unless they override them.
+    pub log_defaults: LogConfig,
+    /// How often retention runs.
+    pub retention_check_ms: u64,
+}
+
+impl BrokerConfig {
+    /// Defaults for a broker with data in `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        BrokerConfig {
+            data_dir,
+            node_id: 0,
+            auto_create_topics: true,
+            default_partitions: 1,
+            log_defaults: LogConfig::default(),
+            retention_check_ms: 300_000,
+        }
+    }
+}
+
+/// A partition as clients see it in metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub index: i32,
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    pub in_sync_replicas: Vec<i32>,
+}
+
+/// A topic as clients see it in metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: [u8; 16],
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// A successful produce to one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    /// Offset of the first record (of the original append, for a duplicate).
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// Log start offset after the append.
+    pub log_start_offset: i64,
+    /// Whether the records were fsynced before this returned.
+    pub durability: Durability,
+    /// The batch had been stored before (an idempotent producer's retry).
+    pub duplicate: bool,
+}
+
+/// Data read from one partition.
+#[derive(Debug, Clone)]
+pub struct PartitionRead {
+    /// Offset below which records are visible.
+    pub high_watermark: i64,
+    /// First offset still stored.
+    pub log_start_offset: i64,
+    /// Whole stored batches, starting with the one that holds the requested offset.
+    pub records: Option<FileSlice>,
+}
+
+/// Which offset ListOffsets asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetQuery {
+    Earliest,
+    Latest,
+    /// First record with timestamp >= this (ms).
+    Timestamp(i64),
+    /// The record with the largest timestamp.
+    MaxTimestamp,
+}
+
+/// A topic config change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChange {
+    Set(String, String),
+    Delete(String),
+}
+
+/// Waits for appends to a set of partitions.
+pub struct AppendWatch {
+    receivers: Vec<watch::Receiver<i64>>,
+}
+
+impl AppendWatch {
+    /// Completes when any watched partition got new data (or disappeared) since the
+    /// watch was made or last completed. Never completes for an empty watch.
+    pub async fn changed(&mut self) {
+        if self.receivers.is_empty() {
+            return std::future::pending().await;
+        }
+        let mut waits: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> = self
+            .receivers
+            .iter_mut()
+            .map(|rx| Box::pin(rx.changed()) as Pin<Box<dyn Future<Output = _> + Send>>)
+            .collect();
+        std::future::poll_fn(|cx| {
+            for w in waits.iter_mut() {
+                if w.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+struct Inner {
+    config: BrokerConfig,
+    defaults: TopicDefaults,
+    cluster_id: String,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises topic creation, deletion and partition changes (file work).
+    admin: Mutex<()>,
+    producer_ids: Mutex<ProducerIdAllocator>,
+}
+
+/// The broker. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn io_err(path: &std::path::Path, source: std::io::Error) -> CoreError {
+    CoreError::Storage(StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BrokerMeta {
+    cluster_id: String,
+}
+
+impl Broker {
+    /// Opens the data directory, recovering every topic found in it.
+    pub fn open(config: BrokerConfig) -> Result<Broker, CoreError> {
+        let topics_dir = config.data_dir.join("topics");
+        std::fs::create_dir_all(&topics_dir).map_err(|e| io_err(&topics_dir, e))?;
+        let meta_path = config.data_dir.join("meta.json");
+        let cluster_id = match std::fs::read(&meta_path) {
+            Ok(bytes) => {
+                serde_json::from_slice::<BrokerMeta>(&bytes)
+                    .map_err(|e| io_err(&meta_path, std::io::Error::other(e)))?
+                    .cluster_id
+            }
+            Err(_) => {
+                let meta = BrokerMeta {
+                    cluster_id: crate::ids::base64url(&random_bytes16()),
+                };
+                let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+                write_atomically(&meta_path, &json)?;
+                meta.cluster_id
+            }
+        };
+        let trash = config.data_dir.join("trash");
+        if trash.exists() {
+            std::fs::remove_dir_all(&trash).map_err(|e| io_err(&trash, e))?;
+        }
+        let producer_ids = ProducerIdAllocator::open(config.data_dir.join("producer_ids"))?;
+        let defaults = TopicDefaults {
+            log: config.log_defaults.clone(),
+        };
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                defaults,
+                cluster_id,
+                topics: RwLock::new(BTreeMap::new()),
+                admin: Mutex::new(()),
+                producer_ids: Mutex::new(producer_ids),
+                config,
+            }),
+        };
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&topics_dir).map_err(|e| io_err(&topics_dir, e))? {
+            let entry = entry.map_err(|e| io_err(&topics_dir, e))?;
+            if entry.path().join("topic.json").exists() {
+                if let Some(name) = entry.file_name().to_str() {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        let now = now_ms();
+        for name in names {
+            let topic = broker.load_topic(&name, now)?;
+            broker.inner.topics.write().insert(name, Arc::new(topic));
+        }
+        tracing::info!(
+            topics = broker.inner.topics.read().len(),
+            cluster_id = %broker.inner.cluster_id,
+            "broker state recovered"
+        );
+        Ok(broker)
+    }
+
+    fn topic_dir(&self, name: &str) -> PathBuf {
+        self.inner.config.data_dir.join("topics").join(name)
+    }
+
+    fn load_topic(&self, name: &str, now: i64) -> Result<Topic, CoreError> {
+        let dir = self.topic_dir(name);
+        let path = dir.join("topic.json");
+        let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+        let manifest: TopicManifest =
+            serde_json::from_slice(&bytes).map_err(|e| io_err(&path, std::io::Error::other(e)))?;
+        let id = unhex(&manifest.id).unwrap_or_else(random_bytes16);
+        let log_config = manifest.config.log_config(&self.inner.defaults);
+        let mut partitions = Vec::new();
+        for p in 0..manifest.partitions {
+            partitions.push(Arc::new(self.open_partition(
+                &dir,
+                p,
+                log_config.clone(),
+                now,
+            )?));
+        }
+        Ok(Topic {
+            name: name.to_string(),
+            id,
+            dir,
+            config: RwLock::new(manifest.config),
+            partitions: RwLock::new(partitions),
+        })
+    }
+
+    fn open_partition(
+        &self,
+        topic_dir: &std::path::Path,
+        index: i32,
+        config: LogConfig,
+        now: i64,
+    ) -> Result<Partition, CoreError> {
+        let dir = topic_dir.join(index.to_string());
+        let (replica, recovery) =
+            PartitionReplica::open(NodeId(self.inner.config.node_id), &dir, config, now)?;
+        if recovery.truncated_bytes > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                truncated_bytes = recovery.truncated_bytes,
+                "recovered partition with a torn tail"
+            );
+        }
+        let partition = Partition::new(index, replica);
+        {
+            let mut producers = partition.producers.lock();
+            for header in &recovery.tail_batches {
+                producers.record(header);
+            }
+        }
+        Ok(partition)
+    }
+
+    fn persist(&self, topic: &Topic) -> Result<(), CoreError> {
+        let json = serde_json::to_vec_pretty(&topic.manifest()).unwrap_or_default();
+        write_atomically(&topic.dir.join("topic.json"), &json)
+    }
+
+    /// The cluster's id (stable across restarts).
+    pub fn cluster_id(&self) -> &str {
+        &self.inner.cluster_id
+    }
+
+    /// This broker's node id.
+    pub fn node_id(&self) -> i32 {
+        self.inner.config.node_id
+    }
+
+    /// Broker settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    fn info(topic: &Topic) -> TopicInfo {
+        TopicInfo {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions: topic
+                .partitions
+                .read()
+                .iter()
+                .map(|p| PartitionInfo {
+                    index: p.index,
+                    leader: p.replica.leader().0,
+                    replicas: p.replica.replicas().iter().map(|n| n.0).collect(),
+                    in_sync_replicas: p.replica.in_sync_replicas().iter().map(|n| n.0).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// All topics, by name.
+    pub fn list_topics(&self) -> Vec<TopicInfo> {
+        self.inner
+            .topics
+            .read()
+            .values()
+            .map(|t| Self::info(t))
+            .collect()
+    }
+
+    /// One topic, if it exists.
+    pub fn topic(&self, name: &str) -> Option<TopicInfo> {
+        self.inner.topics.read().get(name).map(|t| Self::info(t))
+    }
+
+    /// Finds a topic by id.
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<TopicInfo> {
+        self.inner
+            .topics
+            .read()
+            .values()
+            .find(|t| &t.id == id)
+            .map(|t| Self::info(t))
+    }
+
+    fn get_topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.inner.topics.read().get(name).cloned()
+    }
+
+    fn get_partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, CoreError> {
+        self.get_topic(topic)
+            .and_then(|t| t.partition(partition))
+            .ok_or_else(|| CoreError::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+
+    /// Creates a topic. `partitions`/`replication_factor` of -1 mean the defaults.
+    /// With `validate_only` nothing changes.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        config: TopicConfig,
+        validate_only: bool,
+    ) -> Result<TopicInfo, CoreError> {
+        validate_topic_name(name)?;
+        let partitions = if partitions == -1 {
+            self.inner.config.default_partitions
+        } else {
+            partitions
+        };
+        if partitions <= 0 || partitions > PARTITIONS_PER_TOPIC_MAX {
+            return Err(CoreError::InvalidPartitions(format!(
+                "{partitions}: must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"
+            )));
+        }
+        if replication_factor != -1 && replication_factor != 1 {
+            return Err(CoreError::InvalidReplicationFactor(format!(
+                "{replication_factor}: this cluster has 1 broker"
+            )));
+        }
+        let _admin = self.inner.admin.lock();
+        if self.inner.topics.read().contains_key(name) {
+            return Err(CoreError::TopicAlreadyExists(name.to_string()));
+        }
+        let id = random_bytes16();
+        if validate_only {
+            return Ok(TopicInfo {
+                name: name.to_string(),
+                id,
+                partitions: (0..partitions)
+                    .map(|index| PartitionInfo {
+                        index,
+                        leader: self.node_id(),
+                        replicas: vec![self.node_id()],
+                        in_sync_replicas: vec![self.node_id()],
+                    })
+                    .collect(),
+            });
+        }
+        let dir = self.topic_dir(name);
+        if dir.exists() {
+            // Left over from a crash during create or delete: not a live topic.
+            std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let log_config = config.log_config(&self.inner.defaults);
+        let now = now_ms();
+        let mut parts = Vec::new();
+        for p in 0..partitions {
+            parts.push(Arc::new(self.open_partition(
+                &dir,
+                p,
+                log_config.clone(),
+                now,
+            )?));
+        }
+        let topic = Topic {
+            name: name.to_string(),
+            id,
+            dir,
+            config: RwLock::new(config),
+            partitions: RwLock::new(parts),
+        };
+        self.persist(&topic)?;
+        let info = Self::info(&topic);
+        self.inner
+            .topics
+            .write()
+            .insert(name.to_string(), Arc::new(topic));
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(info)
+    }
+
+    /// Returns the topic, creating it with the defaults when auto-creation is on.
+    /// `Ok(None)` when it does not exist and may not be created.
+    pub fn ensure_topic(&self, name: &str) -> Result<Option<TopicInfo>, CoreError> {
+        if let Some(info) = self.topic(name) {
+            return Ok(Some(info));
+        }
+        if !self.inner.config.auto_create_topics {
+            return Ok(None);
+        }
+        match self.create_topic(name, -1, -1, TopicConfig::default(), false) {
+            Ok(info) => Ok(Some(info)),
+            Err(CoreError::TopicAlreadyExists(_)) => Ok(self.topic(name)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<(), CoreError> {
+        let _admin = self.inner.admin.lock();
+        let Some(topic) = self.inner.topics.write().remove(name) else {
+            return Err(CoreError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            });
+        };
+        // Move it out of the way first, so a crash leaves no half-deleted topic.
+        let trash = self.inner.config.data_dir.join("trash");
+        std::fs::create_dir_all(&trash).map_err(|e| io_err(&trash, e))?;
+        let target = trash.join(format!("{}-{}", hex(&topic.id), now_ms()));
+        std::fs::rename(&topic.dir, &target).map_err(|e| io_err(&topic.dir, e))?;
+        // Wake fetchers so they see the topic is gone.
+        for p in topic.partitions.read().iter() {
+            p.end_tx.send_modify(|_| {});
+        }
+        std::fs::remove_dir_all(&target).map_err(|e| io_err(&target, e))?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Grows a topic to `total` partitions.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), CoreError> {
+        let _admin = self.inner.admin.lock();
+        let topic = self
+            .get_topic(name)
+            .ok_or_else(|| CoreError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })?;
+        let current = topic.partitions.read().len() as i32;
+        if total <= current {
+            return Err(CoreError::InvalidPartitions(format!(
+                "topic {name} has {current} partitions; the new count {total} must be larger"
+            )));
+        }
+        if total > PARTITIONS_PER_TOPIC_MAX {
+            return Err(CoreError::InvalidPartitions(format!(
+                "{total} exceeds the limit of {PARTITIONS_PER_TOPIC_MAX}"
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let log_config = topic.config.read().log_config(&self.inner.defaults);
+        let now = now_ms();
+        let mut added = Vec::new();
+        for p in current..total {
+            added.push(Arc::new(self.open_partition(
+                &topic.dir,
+                p,
+                log_config.clone(),
+                now,
+            )?));
+        }
+        topic.partitions.write().extend(added);
+        self.persist(&topic)?;
+        tracing::info!(topic = name, partitions = total, "added partitions");
+        Ok(())
+    }
+
+    /// Every known config of a topic with its effective value.
+    pub fn describe_topic_config(&self, name: &str) -> Result<Vec<ConfigEntry>, CoreError> {
+        let topic = self
+            .get_topic(name)
+            .ok_or_else(|| CoreError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })?;
+        let config = topic.config.read().clone();
+        Ok(config.describe(&self.inner.defaults))
+    }
+
+    /// Applies config changes to a topic atomically: all or none.
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: &[ConfigChange],
+        validate_only: bool,
+    ) -> Result<(), CoreError> {
+        let _admin = self.inner.admin.lock();
+        let topic = self
+            .get_topic(name)
+            .ok_or_else(|| CoreError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })?;
+        let mut config = topic.config.read().clone();
+        for change in changes {
+            match change {
+                ConfigChange::Set(k, v) => config.set(k, v)?,
+                ConfigChange::Delete(k) => config.remove(k)?,
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let log_config = config.log_config(&self.inner.defaults);
+        *topic.config.write() = config;
+        self.persist(&topic)?;
+        for p in topic.partitions.read().iter() {
+            p.replica.log().set_config(log_config.clone());
+        }
+        tracing::info!(topic = name, "altered topic config");
+        Ok(())
+    }
+
+    /// Appends record batches to a partition. Verifies every batch (format, CRC,
+    /// size), de-duplicates idempotent producers' retries, and returns once the
+    /// records are in the log, and on disk when the topic's flush policy is
+    /// `always` (concurrent producers share fsyncs).
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+    ) -> Result<Produced, CoreError> {
+        if self.get_topic(topic).is_none() {
+            validate_topic_name(topic)?;
+            self.ensure_topic(topic)?;
+        }
+        let part = self.get_partition(topic, partition)?;
+        let log = part.replica.log();
+        let config = log.config();
+        let verified = VerifiedBatches::new(records, config.max_message_bytes)?;
+        let now = now_ms();
+        let (result, duplicate) = {
+            let mut producers = part.producers.lock();
+            let mut duplicate = None;
+            for (i, header) in verified.headers().iter().enumerate() {
+                if let SequenceCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } = producers.check(header)?
+                {
+                    if i == 0 {
+                        duplicate = Some((base_offset, last_offset));
+                        break;
+                    }
+                }
+            }
+            match duplicate {
+                Some(d) => (d, true),
+                None => {
+                    let appended = part.replica.append(&verified, now)?.appended;
+                    let mut base = appended.base_offset;
+                    for header in verified.headers() {
+                        let mut stored = *header;
+                        stored.base_offset = base;
+                        producers.record(&stored);
+                        base = stored.last_offset() + 1;
+                    }
+                    part.end_tx.send_replace(appended.last_offset + 1);
+                    ((appended.base_offset, appended.last_offset), false)
+                }
+            }
+        };
+        let durability = if config.flush == FlushPolicy::Always {
+            let part = part.clone();
+            tokio::task::spawn_blocking(move || part.replica.log().flush(now_ms()))
+                .await
+                .map_err(|e| io_err(log.dir(), std::io::Error::other(e)))??;
+            Durability::Fsynced
+        } else {
+            Durability::PageCache
+        };
+        Ok(Produced {
+            base_offset: result.0,
+            last_offset: result.1,
+            log_start_offset: log.log_start_offset(),
+            durability,
+            duplicate,
+        })
+    }
+
+    /// Reads stored batches from `offset`, up to `max_bytes` (at least one batch).
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<PartitionRead, CoreError> {
+        let part = self.get_partition(topic, partition)?;
+        let log = part.replica.log();
+        let high_watermark = part.replica.high_watermark();
+        match log.read(offset, max_bytes)? {
+            ReadOutcome::Data(slice) => Ok(PartitionRead {
+                high_watermark,
+                log_start_offset: log.log_start_offset(),
+                records: Some(slice),
+            }),
+            ReadOutcome::AtEnd => Ok(PartitionRead {
+                high_watermark,
+                log_start_offset: log.log_start_offset(),
+                records: None,
+            }),
+            ReadOutcome::OutOfRange {
+                log_start_offset,
+                log_end_offset,
+            } => Err(CoreError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset,
+            }),
+        }
+    }
+
+    /// A watch that completes when any of these partitions gets new data. Make it
+    /// before reading so that no append between the read and the wait is missed.
+    pub fn watch_appends<'a>(
+        &self,
+        partitions: impl IntoIterator<Item = (&'a str, i32)>,
+    ) -> AppendWatch {
+        let receivers = partitions
+            .into_iter()
+            .filter_map(|(t, p)| self.get_partition(t, p).ok())
+            .map(|p| p.end_tx.subscribe())
+            .collect();
+        AppendWatch { receivers }
+    }
+
+    /// Resolves an offset query: (offset, timestamp); timestamp -1 when not known.
+    /// A timestamp after every record answers (-1, -1), as Kafka does.
+    pub fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        query: OffsetQuery,
+    ) -> Result<(i64, i64), CoreError> {
+        let part = self.get_partition(topic, partition)?;
+        let log = part.replica.log();
+        Ok(match query {
+            OffsetQuery::Earliest => (log.log_start_offset(), -1),
+            OffsetQuery::Latest => (part.replica.high_watermark(), -1),
+            OffsetQuery::Timestamp(ts) => log.offset_for_timestamp(ts)?.unwrap_or((-1, -1)),
+            OffsetQuery::MaxTimestamp => match log.max_timestamp() {
+                Some(ts) => log.offset_for_timestamp(ts)?.unwrap_or((-1, -1)),
+                None => (-1, -1),
+            },
+        })
+    }
+
+    /// Offsets of a partition: (log start, high watermark).
+    pub fn partition_offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), CoreError> {
+        let part = self.get_partition(topic, partition)?;
+        Ok((
+            part.replica.log().log_start_offset(),
+            part.replica.high_watermark(),
+        ))
+    }
+
+    /// A new producer id with epoch 0, or, given an existing (id, epoch), the same
+    /// id with the next epoch (fencing the older one).
+    pub fn init_producer_id(&self, existing: Option<(i64, i16)>) -> Result<(i64, i16), CoreError> {
+        match existing {
+            Some((id, epoch)) if id >= 0 && epoch >= 0 && epoch < i16::MAX - 1 => {
+                Ok((id, epoch + 1))
+            }
+            _ => Ok((self.inner.producer_ids.lock().allocate()?, 0)),
+        }
+    }
+
+    fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.inner
+            .topics
+            .read()
+            .values()
+            .flat_map(|t| t.partitions.read().clone())
+            .collect()
+    }
+
+    /// Runs interval flushes and retention until `shutdown` resolves.
+    pub async fn run_maintenance(&self, shutdown: impl Future<Output = ()>) {
+        let flush_tick = Duration::from_millis(100);
+        let retention_every = Duration::from_millis(self.inner.config.retention_check_ms.max(10));
+        let mut flush_timer = tokio::time::interval(flush_tick);
+        let mut retention_timer = tokio::time::interval(retention_every);
+        flush_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        retention_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = flush_timer.tick() => {
+                    let parts = self.all_partitions();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let now = now_ms();
+                        for p in parts {
+                            if let Err(e) = p.replica.log().flush_if_due(now) {
+                                tracing::error!(error = %e, "interval flush failed");
+                            }
+                        }
+                    }).await;
+                }
+                _ = retention_timer.tick() => {
+                    let parts = self.all_partitions();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let now = now_ms();
+                        for p in parts {
+                            if let Err(e) = p.replica.log().apply_retention(now) {
+                                tracing::error!(error = %e, "retention failed");
+                            }
+                        }
+                    }).await;
+                }
+            }
+        }
+    }
+
+    /// Flushes every partition to disk; for a clean shutdown.
+    pub fn flush_all(&self) -> Result<(), CoreError> {
+        let now = now_ms();
+        for p in self.all_partitions() {
+            p.replica.log().flush(now)?;
+        }
+        Ok(())
+    }
+}

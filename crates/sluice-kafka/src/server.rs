@@ -1,0 +1,219 @@
+//! The Kafka listener: accepts connections, reads frames, dispatches requests in
+//! order and writes responses. A bad frame closes only its own connection.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestKind, ResponseHeader, ResponseKind,
+};
+use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
+use kafka_protocol::ResponseError;
+use sluice_core::Broker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::handlers;
+use crate::versions::supported_range;
+use crate::wire::{frame_bounds, FRAME_BYTES_MAX};
+
+/// Settings of the Kafka listener.
+#[derive(Debug, Clone)]
+pub struct KafkaServerConfig {
+    /// Host clients are told to connect to (Metadata).
+    pub advertised_host: String,
+    /// Port clients are told to connect to.
+    pub advertised_port: i32,
+    /// Connections served at once; further ones wait in the accept queue.
+    pub connections_max: usize,
+    /// Largest request frame; a larger size prefix closes the connection.
+    pub frame_bytes_max: usize,
+}
+
+impl KafkaServerConfig {
+    /// Defaults for a listener advertised as `host:port`.
+    pub fn new(advertised_host: String, advertised_port: i32) -> Self {
+        KafkaServerConfig {
+            advertised_host,
+            advertised_port,
+            connections_max: 10_000,
+            frame_bytes_max: FRAME_BYTES_MAX,
+        }
+    }
+}
+
+/// What every handler can see.
+pub(crate) struct Ctx {
+    pub broker: Broker,
+    pub config: KafkaServerConfig,
+}
+
+/// Serves Kafka clients on `listener` until `shutdown` resolves; then stops
+/// accepting, lets each connection finish its current request, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Broker,
+    config: KafkaServerConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let ctx = Arc::new(Ctx { broker, config });
+    let permits = Arc::new(Semaphore::new(ctx.config.connections_max));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let ctx = ctx.clone();
+                let stop = stop_rx.clone();
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = serve_connection(stream, &ctx, stop).await {
+                        tracing::debug!(%peer, error = %e, "kafka connection closed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Why a connection was closed by the broker.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("bad frame: {0}")]
+    Frame(#[from] crate::wire::WireError),
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("unsupported api key {key} version {version}")]
+    Unsupported { key: i16, version: i16 },
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    ctx: &Ctx,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    stream.set_nodelay(true)?;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while let Some((start, end)) = frame_bounds(&buf, ctx.config.frame_bytes_max)? {
+            let frame = buf.split_to(end).freeze().slice(start..);
+            out.clear();
+            if handle_frame(ctx, frame, &mut out).await? {
+                stream.write_all(&out).await?;
+            }
+        }
+        if let Ok(Some((_, end))) = frame_bounds(&buf, ctx.config.frame_bytes_max) {
+            buf.reserve(end - buf.len());
+        } else if buf.len() >= 4 {
+            let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            buf.reserve((size + 4).saturating_sub(buf.len()));
+        } else {
+            buf.reserve(4096);
+        }
+        let n = tokio::select! {
+            n = stream.read_buf(&mut buf) => n?,
+            _ = stop.changed() => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Handles one request frame; writes the response frame (if any) into `out`.
+/// Returns whether there is a response to send.
+async fn handle_frame(ctx: &Ctx, frame: Bytes, out: &mut BytesMut) -> Result<bool, ConnError> {
+    if frame.len() < 8 {
+        return Err(ConnError::Malformed(format!(
+            "{} byte request",
+            frame.len()
+        )));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(key).map_err(|_| ConnError::Unsupported { key, version })?;
+    let Some((min, max)) = supported_range(api) else {
+        return Err(ConnError::Unsupported { key, version });
+    };
+    if version < min || version > max {
+        if api == ApiKey::ApiVersions {
+            // KIP-511: answer an unknown ApiVersions version with a v0 response
+            // carrying the error and our ranges, so the client can retry lower.
+            let response = ApiVersionsResponse::default()
+                .with_error_code(ResponseError::UnsupportedVersion.code())
+                .with_api_keys(handlers::api_versions::advertised());
+            write_response(
+                out,
+                correlation_id,
+                api,
+                0,
+                &ResponseKind::ApiVersions(response),
+            )?;
+            return Ok(true);
+        }
+        return Err(ConnError::Unsupported { key, version });
+    }
+    let mut body = frame;
+    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let header = decode_request_header_from_buffer(&mut body).map_err(|e| e.to_string())?;
+        let request = RequestKind::decode(api, &mut body, version).map_err(|e| e.to_string())?;
+        Ok::<_, String>((header, request))
+    }));
+    let (header, request) = match decoded {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(ConnError::Malformed(e)),
+        Err(_) => return Err(ConnError::Malformed("request does not decode".into())),
+    };
+    let Some(response) = handlers::dispatch(ctx, &header, request).await else {
+        return Ok(false);
+    };
+    write_response(out, header.correlation_id, api, version, &response)?;
+    Ok(true)
+}
+
+fn write_response(
+    out: &mut BytesMut,
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    response: &ResponseKind,
+) -> Result<(), ConnError> {
+    let start = out.len();
+    out.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header
+        .encode(out, api.response_header_version(version))
+        .map_err(|e| ConnError::Malformed(format!("encoding response header: {e}")))?;
+    response
+        .encode(out, version)
+        .map_err(|e| ConnError::Malformed(format!("encoding response: {e}")))?;
+    let size = (out.len() - start - 4) as i32;
+    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    Ok(())
+}
