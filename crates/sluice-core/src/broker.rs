@@ -99,6 +99,17 @@ pub struct PartitionRead {
     pub records: Option<FileSlice>,
 }
 
+/// Size and offsets of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionStats {
+    pub topic: String,
+    pub partition: i32,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub size_bytes: u64,
+    pub segments: usize,
+}
+
 /// Which offset ListOffsets asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetQuery {
@@ -785,6 +796,31 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Size and offsets of every partition, for monitoring.
+    pub fn partition_stats(&self) -> Vec<PartitionStats> {
+        let topics: Vec<Arc<Topic>> = self.inner.topics.read().values().cloned().collect();
+        topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .read()
+                    .iter()
+                    .map(|p| {
+                        let log = p.replica.log();
+                        PartitionStats {
+                            topic: t.name.clone(),
+                            partition: p.index,
+                            log_start_offset: log.log_start_offset(),
+                            log_end_offset: log.log_end_offset(),
+                            size_bytes: log.size_bytes(),
+                            segments: log.segment_count(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Flushes every partition to disk; for a clean shutdown.

@@ -15,7 +15,7 @@ pub mod topic_config;
 
 pub use broker::{
     now_ms, AppendWatch, Broker, BrokerConfig, ConfigChange, OffsetQuery, PartitionInfo,
-    PartitionRead, Produced, TopicInfo,
+    PartitionRead, PartitionStats, Produced, TopicInfo,
 };
 pub use error::CoreError;
 pub use sluice_storage::{BatchError, Durability, FileSlice, FlushPolicy, LogConfig};

@@ -44,8 +44,13 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
         }
         None => (kafka_addr.ip().to_string(), i32::from(kafka_addr.port())),
     };
+    let http_listener = TcpListener::bind(&settings.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP listener {}", settings.http_listen))?;
+    let http_addr = http_listener.local_addr()?;
     tracing::info!(
         kafka_listen = %kafka_addr,
+        http_listen = %http_addr,
         kafka_advertised = %format!("{host}:{port}"),
         data_dir = %data_dir.display(),
         flush = settings.broker.log_defaults.flush.name(),
@@ -66,10 +71,16 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
         KafkaServerConfig::new(host, port),
         stopped(stop_rx.clone()),
     ));
+    let http = tokio::spawn(sluice_admin::serve(
+        http_listener,
+        broker.clone(),
+        stopped(stop_rx.clone()),
+    ));
     wait_for_signal().await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = kafka.await;
+    let _ = http.await;
     let _ = maintenance.await;
     tokio::task::spawn_blocking(move || broker.flush_all())
         .await?
