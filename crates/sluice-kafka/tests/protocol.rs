@@ -1,0 +1,333 @@
+//! The Kafka front end over real sockets, in-process: negotiation, produce/fetch,
+//! and bad input that must fail alone and change nothing.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, FetchRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use sluice_core::{Broker, BrokerConfig};
+use sluice_storage::batch::build_batch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct TestBroker {
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn start() -> TestBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(BrokerConfig::new(dir.path().to_path_buf())).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(sluice_kafka::serve(
+        listener,
+        broker,
+        sluice_kafka::KafkaServerConfig::new("127.0.0.1".into(), i32::from(addr.port())),
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
+    TestBroker {
+        addr,
+        _dir: dir,
+        stop,
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr) -> Client {
+        Client {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            correlation: 0,
+        }
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads one response frame; `None` when the broker closed the connection.
+    async fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        let read = tokio::time::timeout(Duration::from_secs(10), self.stream.read_exact(&mut len))
+            .await
+            .expect("response within 10 s");
+        read.ok()?;
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body).await.ok()?;
+        Some(Bytes::from(body))
+    }
+
+    async fn call<R: Request>(&mut self, req: &R, version: i16) -> R::Response {
+        self.correlation += 1;
+        let key = ApiKey::try_from(R::KEY).unwrap();
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("test")));
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        req.encode(&mut buf, version).unwrap();
+        let size = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        self.send_raw(&buf).await;
+        let mut frame = self.read_frame().await.expect("a response");
+        let header =
+            ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.correlation);
+        R::Response::decode(&mut frame, version).unwrap()
+    }
+
+    async fn is_closed(&mut self) -> bool {
+        self.read_frame().await.is_none()
+    }
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+async fn produce(client: &mut Client, topic: &str, records: Bytes) -> (i16, i64) {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    let resp = client.call(&req, 9).await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+async fn offsets(client: &mut Client, topic: &str) -> (i64, i64) {
+    let mut out = [0i64; 2];
+    for (i, ts) in [-2i64, -1].into_iter().enumerate() {
+        let req = ListOffsetsRequest::default().with_topics(vec![
+            kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![
+                    kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(ts),
+                ]),
+        ]);
+        let resp = client.call(&req, 7).await;
+        out[i] = resp.topics[0].partitions[0].offset;
+    }
+    (out[0], out[1])
+}
+
+async fn healthy(addr: std::net::SocketAddr) {
+    let mut c = Client::connect(addr).await;
+    let resp = c.call(&ApiVersionsRequest::default(), 3).await;
+    assert_eq!(resp.error_code, 0);
+}
+
+#[tokio::test]
+async fn api_versions_lists_supported_apis_without_feature_tags() {
+    let b = start().await;
+    let mut c = Client::connect(b.addr).await;
+    let resp: ApiVersionsResponse = c.call(&ApiVersionsRequest::default(), 3).await;
+    assert_eq!(resp.error_code, 0);
+    let produce = resp
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Produce as i16)
+        .unwrap();
+    assert_eq!((produce.min_version, produce.max_version), (3, 11));
+    assert!(resp.supported_features.is_empty());
+    assert_eq!(resp.finalized_features_epoch, -1);
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test]
+async fn api_versions_with_unknown_version_answers_unsupported_version_in_v0() {
+    let b = start().await;
+    let mut c = Client::connect(b.addr).await;
+    // ApiVersions v99 with a v2 (flexible) header: client id and an empty tag buffer.
+    let mut frame = BytesMut::new();
+    frame.put_i16(ApiKey::ApiVersions as i16);
+    frame.put_i16(99);
+    frame.put_i32(7);
+    frame.put_i16(4);
+    frame.put_slice(b"test");
+    frame.put_u8(0);
+    let mut wire = BytesMut::new();
+    wire.put_i32(frame.len() as i32);
+    wire.put_slice(&frame);
+    c.send_raw(&wire).await;
+    let mut resp = c.read_frame().await.unwrap();
+    assert_eq!(resp.get_i32(), 7);
+    let body = ApiVersionsResponse::decode(&mut resp, 0).unwrap();
+    assert_eq!(body.error_code, 35);
+    assert!(!body.api_keys.is_empty());
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test]
+async fn produce_then_fetch_returns_the_stored_batch_byte_for_byte() {
+    let b = start().await;
+    let mut c = Client::connect(b.addr).await;
+    let batch = build_batch(&[b"one", b"two"], 1_700_000_000_000, (-1, -1, -1));
+    assert_eq!(
+        produce(&mut c, "roundtrip", Bytes::from(batch.clone())).await,
+        (0, 0)
+    );
+    assert_eq!(
+        produce(&mut c, "roundtrip", Bytes::from(batch.clone())).await,
+        (0, 2)
+    );
+    let req = FetchRequest::default()
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            kafka_protocol::messages::fetch_request::FetchTopic::default()
+                .with_topic(name("roundtrip"))
+                .with_partitions(vec![
+                    kafka_protocol::messages::fetch_request::FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(2)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let resp = c.call(&req, 11).await;
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(p.high_watermark, 4);
+    let records = p.records.clone().unwrap();
+    assert_eq!(records.len(), batch.len());
+    assert_eq!(&records[..8], &2i64.to_be_bytes());
+    assert_eq!(&records[8..], &batch[8..]);
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test]
+async fn fetch_long_poll_wakes_when_data_arrives() {
+    let b = start().await;
+    let mut c = Client::connect(b.addr).await;
+    let batch = Bytes::from(build_batch(&[b"first"], 1, (-1, -1, -1)));
+    produce(&mut c, "poll", batch.clone()).await;
+    let addr = b.addr;
+    let fetcher = tokio::spawn(async move {
+        let mut f = Client::connect(addr).await;
+        let req = FetchRequest::default()
+            .with_max_wait_ms(20_000)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![
+                kafka_protocol::messages::fetch_request::FetchTopic::default()
+                    .with_topic(name("poll"))
+                    .with_partitions(vec![
+                        kafka_protocol::messages::fetch_request::FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(1)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ]);
+        f.call(&req, 11).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    produce(&mut c, "poll", batch).await;
+    let resp = fetcher.await.unwrap();
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.high_watermark, 2);
+    assert!(!p.records.as_ref().unwrap().is_empty());
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test]
+async fn wrong_crc_is_corrupt_message_and_stores_nothing() {
+    let b = start().await;
+    let mut c = Client::connect(b.addr).await;
+    let good = build_batch(&[b"ok"], 5, (-1, -1, -1));
+    produce(&mut c, "crc", Bytes::from(good)).await;
+    let mut bad = build_batch(&[b"payload"], 5, (-1, -1, -1));
+    let last = bad.len() - 2;
+    bad[last] ^= 0x40;
+    assert_eq!(produce(&mut c, "crc", Bytes::from(bad)).await.0, 2);
+    assert_eq!(offsets(&mut c, "crc").await, (0, 1));
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test]
+async fn oversized_batch_is_message_too_large() {
+    let b = start().await;
+    let mut c = Client::connect(b.addr).await;
+    let big = vec![b'x'; 2 << 20];
+    let batch = build_batch(&[&big], 5, (-1, -1, -1));
+    assert_eq!(produce(&mut c, "big", Bytes::from(batch)).await.0, 10);
+    assert_eq!(offsets(&mut c, "big").await, (0, 0));
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test]
+async fn invalid_topic_names_are_refused_in_metadata_and_create() {
+    let b = start().await;
+    let mut c = Client::connect(b.addr).await;
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+            .with_name(Some(name("bad topic!"))),
+    ]));
+    let resp = c.call(&req, 9).await;
+    assert_eq!(resp.topics[0].error_code, 17);
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+            .with_name(name("../escape"))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    let resp = c.call(&req, 5).await;
+    assert_eq!(resp.topics[0].error_code, 17);
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test]
+async fn bad_frames_close_only_their_connection() {
+    let b = start().await;
+    // A 2 GiB length prefix.
+    let mut c = Client::connect(b.addr).await;
+    c.send_raw(&0x7fff_fff0i32.to_be_bytes()).await;
+    assert!(c.is_closed().await);
+    healthy(b.addr).await;
+    // An unknown API key.
+    let mut c = Client::connect(b.addr).await;
+    c.send_raw(&[0, 0, 0, 10, 0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0, 0])
+        .await;
+    assert!(c.is_closed().await);
+    healthy(b.addr).await;
+    // A Metadata request whose body is garbage.
+    let mut c = Client::connect(b.addr).await;
+    c.send_raw(&[0, 0, 0, 12, 0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0xde, 0xad])
+        .await;
+    assert!(c.is_closed().await);
+    healthy(b.addr).await;
+    // Random bytes.
+    let mut c = Client::connect(b.addr).await;
+    let noise: Vec<u8> = (0..200u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    c.send_raw(&noise).await;
+    drop(c);
+    healthy(b.addr).await;
+    let _ = b.stop.send(true);
+}
