@@ -2,6 +2,7 @@
 //! translating Kafka requests into calls on [`sluice_core::Broker`].
 
 pub mod errors;
+pub mod fetch_response;
 mod handlers;
 pub mod server;
 pub mod versions;

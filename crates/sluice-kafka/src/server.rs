@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+use crate::fetch_response::{self, Chunk};
 use crate::handlers;
 use crate::versions::supported_range;
 use crate::wire::{frame_bounds, FRAME_BYTES_MAX};
@@ -123,8 +124,10 @@ async fn serve_connection(
         while let Some((start, end)) = frame_bounds(&buf, ctx.config.frame_bytes_max)? {
             let frame = buf.split_to(end).freeze().slice(start..);
             out.clear();
-            if handle_frame(ctx, frame, &mut out).await? {
-                stream.write_all(&out).await?;
+            match handle_frame(ctx, frame, &mut out).await? {
+                Reply::None => {}
+                Reply::Buffered => stream.write_all(&out).await?,
+                Reply::Chunks(chunks) => write_chunks(&mut stream, chunks).await?,
             }
         }
         if let Ok(Some((_, end))) = frame_bounds(&buf, ctx.config.frame_bytes_max) {
@@ -145,9 +148,18 @@ async fn serve_connection(
     }
 }
 
-/// Handles one request frame; writes the response frame (if any) into `out`.
-/// Returns whether there is a response to send.
-async fn handle_frame(ctx: &Ctx, frame: Bytes, out: &mut BytesMut) -> Result<bool, ConnError> {
+/// What to send back for one request.
+enum Reply {
+    /// Nothing (Produce with acks=0).
+    None,
+    /// The response frame is in the output buffer.
+    Buffered,
+    /// A Fetch response: encoded bytes and file ranges, in order.
+    Chunks(Vec<Chunk>),
+}
+
+/// Handles one request frame; a buffered response goes into `out`.
+async fn handle_frame(ctx: &Ctx, frame: Bytes, out: &mut BytesMut) -> Result<Reply, ConnError> {
     if frame.len() < 8 {
         return Err(ConnError::Malformed(format!(
             "{} byte request",
@@ -175,7 +187,7 @@ async fn handle_frame(ctx: &Ctx, frame: Bytes, out: &mut BytesMut) -> Result<boo
                 0,
                 &ResponseKind::ApiVersions(response),
             )?;
-            return Ok(true);
+            return Ok(Reply::Buffered);
         }
         return Err(ConnError::Unsupported { key, version });
     }
@@ -190,11 +202,77 @@ async fn handle_frame(ctx: &Ctx, frame: Bytes, out: &mut BytesMut) -> Result<boo
         Ok(Err(e)) => return Err(ConnError::Malformed(e)),
         Err(_) => return Err(ConnError::Malformed("request does not decode".into())),
     };
+    if let RequestKind::Fetch(fetch) = request {
+        let topics = handlers::fetch::handle(ctx, fetch).await;
+        let (chunks, _) = fetch_response::encode(version, header.correlation_id, &topics);
+        return Ok(Reply::Chunks(chunks));
+    }
     let Some(response) = handlers::dispatch(ctx, &header, request).await else {
-        return Ok(false);
+        return Ok(Reply::None);
     };
     write_response(out, header.correlation_id, api, version, &response)?;
-    Ok(true)
+    Ok(Reply::Buffered)
+}
+
+/// Writes a chunked response: bytes with `write_all`, file ranges with `sendfile`
+/// (falling back to a copy where the kernel refuses it for this file or socket).
+async fn write_chunks(stream: &mut TcpStream, chunks: Vec<Chunk>) -> Result<(), ConnError> {
+    for chunk in chunks {
+        match chunk {
+            Chunk::Bytes(b) => stream.write_all(&b).await?,
+            Chunk::File(slice) => {
+                if let Err(e) = send_file(stream, &slice).await {
+                    if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+                        return Err(e.into());
+                    }
+                    stream.write_all(&slice.read_bytes()?).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends a file range to the socket with `sendfile`: the bytes go from the page
+/// cache to the socket without passing through user space.
+async fn send_file(stream: &TcpStream, slice: &sluice_core::FileSlice) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut offset = slice.position as libc::off_t;
+    let mut left = slice.len;
+    while left > 0 {
+        stream.writable().await?;
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            // SAFETY: both descriptors are open for the duration of the call and
+            // `offset` is a valid pointer to a local.
+            let n = unsafe {
+                libc::sendfile(
+                    stream.as_raw_fd(),
+                    slice.file.as_raw_fd(),
+                    &mut offset,
+                    left,
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match sent {
+            Ok(0) => {
+                // The file is shorter than the range: it must not be sent partly,
+                // as the frame size already promised these bytes.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment file ended before the fetched range",
+                ));
+            }
+            Ok(n) => left -= n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn write_response(

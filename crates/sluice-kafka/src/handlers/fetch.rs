@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::FetchRequest;
 use sluice_core::CoreError;
 
 use crate::errors::error_code;
+use crate::fetch_response::{FetchedPartition, FetchedTopic};
 use crate::server::Ctx;
 
 /// Longest wait honoured, whatever the client asks.
@@ -20,7 +20,8 @@ struct Wanted {
     partition_max_bytes: usize,
 }
 
-pub(crate) async fn handle(ctx: &Ctx, req: FetchRequest) -> FetchResponse {
+/// Reads the requested partitions; the answer is encoded by [`crate::fetch_response`].
+pub(crate) async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<FetchedTopic> {
     let names: Vec<String> = req.topics.iter().map(|t| t.topic.0.to_string()).collect();
     let wanted: Vec<Wanted> = req
         .topics
@@ -63,42 +64,37 @@ pub(crate) async fn handle(ctx: &Ctx, req: FetchRequest) -> FetchResponse {
     }
 }
 
-/// One pass over the partitions: (response, record bytes, whether any partition failed).
+/// One pass over the partitions: (topics, record bytes, whether any partition failed).
 fn read_once(
     ctx: &Ctx,
     names: &[String],
     wanted: &[Wanted],
     max_bytes: usize,
-) -> (FetchResponse, usize, bool) {
-    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+) -> (Vec<FetchedTopic>, usize, bool) {
+    let mut topics: Vec<FetchedTopic> = Vec::new();
     let mut total = 0usize;
     let mut errors = false;
     for w in wanted {
         let name = &names[w.topic];
-        let mut data = PartitionData::default().with_partition_index(w.partition);
+        let mut data = FetchedPartition {
+            partition: w.partition,
+            error_code: 0,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            records: None,
+        };
         let budget = w.partition_max_bytes.min(max_bytes.saturating_sub(total));
         match ctx.broker.read(name, w.partition, w.offset, budget.max(1)) {
             Ok(read) => {
-                data = data
-                    .with_high_watermark(read.high_watermark)
-                    .with_last_stable_offset(read.high_watermark)
-                    .with_log_start_offset(read.log_start_offset);
-                // Past the response budget only metadata goes out, except that the
+                data.high_watermark = read.high_watermark;
+                data.last_stable_offset = read.high_watermark;
+                data.log_start_offset = read.log_start_offset;
+                // Past the response budget only offsets go out, except that the
                 // first partition with data always gets one whole batch.
                 if let Some(slice) = read.records.filter(|_| budget > 0 || total == 0) {
-                    match slice.read_bytes() {
-                        Ok(bytes) => {
-                            total += bytes.len();
-                            data = data.with_records(Some(bytes));
-                        }
-                        Err(e) => {
-                            tracing::error!(topic = %name, partition = w.partition, error = %e, "read failed");
-                            data = data.with_error_code(
-                                kafka_protocol::ResponseError::KafkaStorageError.code(),
-                            );
-                            errors = true;
-                        }
-                    }
+                    total += slice.len;
+                    data.records = Some(slice);
                 }
             }
             Err(e) => {
@@ -108,26 +104,21 @@ fn read_once(
                     ..
                 } = e
                 {
-                    data = data
-                        .with_high_watermark(log_end_offset)
-                        .with_log_start_offset(log_start_offset);
+                    data.high_watermark = log_end_offset;
+                    data.last_stable_offset = log_end_offset;
+                    data.log_start_offset = log_start_offset;
                 }
-                data = data.with_error_code(error_code(&e));
+                data.error_code = error_code(&e);
                 errors = true;
             }
         }
         match topics.last_mut() {
-            Some(t) if t.topic.0.as_str() == name.as_str() => t.partitions.push(data),
-            _ => topics.push(
-                FetchableTopicResponse::default()
-                    .with_topic(kafka_protocol::messages::TopicName(super::s(name.clone())))
-                    .with_partitions(vec![data]),
-            ),
+            Some(t) if &t.name == name => t.partitions.push(data),
+            _ => topics.push(FetchedTopic {
+                name: name.clone(),
+                partitions: vec![data],
+            }),
         }
     }
-    (
-        FetchResponse::default().with_responses(topics),
-        total,
-        errors,
-    )
+    (topics, total, errors)
 }
