@@ -4,6 +4,7 @@
 pub mod errors;
 pub mod fetch_response;
 mod handlers;
+pub mod lazy_alloc;
 pub mod server;
 pub mod versions;
 pub mod wire;

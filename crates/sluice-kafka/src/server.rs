@@ -2,14 +2,13 @@
 //! order and writes responses. A bad frame closes only its own connection.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestKind, ResponseHeader, ResponseKind,
 };
-use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
+use kafka_protocol::protocol::Encodable;
 use kafka_protocol::ResponseError;
 use sluice_core::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,7 +18,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::fetch_response::{self, Chunk};
 use crate::handlers;
 use crate::versions::supported_range;
-use crate::wire::{frame_bounds, FRAME_BYTES_MAX};
+use crate::wire::{decode_request, frame_bounds, FRAME_BYTES_MAX};
 
 /// Settings of the Kafka listener.
 #[derive(Debug, Clone)]
@@ -191,17 +190,7 @@ async fn handle_frame(ctx: &Ctx, frame: Bytes, out: &mut BytesMut) -> Result<Rep
         }
         return Err(ConnError::Unsupported { key, version });
     }
-    let mut body = frame;
-    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let header = decode_request_header_from_buffer(&mut body).map_err(|e| e.to_string())?;
-        let request = RequestKind::decode(api, &mut body, version).map_err(|e| e.to_string())?;
-        Ok::<_, String>((header, request))
-    }));
-    let (header, request) = match decoded {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return Err(ConnError::Malformed(e)),
-        Err(_) => return Err(ConnError::Malformed("request does not decode".into())),
-    };
+    let (header, request) = decode_request(api, version, frame).map_err(ConnError::Malformed)?;
     if let RequestKind::Fetch(fetch) = request {
         let topics = handlers::fetch::handle(ctx, fetch).await;
         let (chunks, _) = fetch_response::encode(version, header.correlation_id, &topics);

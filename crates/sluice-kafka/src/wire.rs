@@ -1,5 +1,11 @@
 //! Kafka framing: a 4-byte big-endian size, then the request. Pure: no I/O.
 
+use std::panic::AssertUnwindSafe;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
+use kafka_protocol::protocol::decode_request_header_from_buffer;
+
 /// Largest request accepted (Kafka's `socket.request.max.bytes` default, 100 MiB).
 pub const FRAME_BYTES_MAX: usize = 100 * 1024 * 1024;
 
@@ -30,6 +36,23 @@ pub fn frame_bounds(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, Wi
         return Ok(None);
     }
     Ok(Some((4, end)))
+}
+
+/// Decodes a request frame body (after the size prefix) whose API key and version
+/// the caller has checked are supported. Malformed input is an `Err` with the
+/// codec's message, never a panic: the codec is run under `catch_unwind` because
+/// some of its paths index without checking the remaining length.
+pub fn decode_request(
+    api: ApiKey,
+    version: i16,
+    mut body: Bytes,
+) -> Result<(RequestHeader, RequestKind), String> {
+    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let header = decode_request_header_from_buffer(&mut body).map_err(|e| e.to_string())?;
+        let request = RequestKind::decode(api, &mut body, version).map_err(|e| e.to_string())?;
+        Ok((header, request))
+    }));
+    decoded.unwrap_or_else(|_| Err("request does not decode".to_string()))
 }
 
 #[cfg(test)]

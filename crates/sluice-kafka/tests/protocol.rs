@@ -15,6 +15,11 @@ use sluice_storage::batch::build_batch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+// Forged array counts reserve address space instead of aborting the test process.
+#[global_allocator]
+static GLOBAL: sluice_kafka::lazy_alloc::LazyHugeAllocator =
+    sluice_kafka::lazy_alloc::LazyHugeAllocator;
+
 struct TestBroker {
     addr: std::net::SocketAddr,
     _dir: tempfile::TempDir,
@@ -319,6 +324,14 @@ async fn bad_frames_close_only_their_connection() {
     let mut c = Client::connect(b.addr).await;
     c.send_raw(&[0, 0, 0, 12, 0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0xde, 0xad])
         .await;
+    assert!(c.is_closed().await);
+    healthy(b.addr).await;
+    // Metadata v1 claiming 2^31-1 topics in a 4-byte array header.
+    let mut c = Client::connect(b.addr).await;
+    c.send_raw(&[
+        0, 0, 0, 15, 0, 3, 0, 1, 0, 0, 0, 1, 0, 1, b'x', 0x7f, 0xff, 0xff, 0xff,
+    ])
+    .await;
     assert!(c.is_closed().await);
     healthy(b.addr).await;
     // Random bytes.

@@ -1,7 +1,6 @@
 //! The `sluice` binary: `sluice serve` runs the broker; the other subcommands are a
 //! command-line client that talks to a running broker over the Kafka protocol.
 
-mod alloc;
 mod cli;
 mod config;
 mod serve;
@@ -9,7 +8,8 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
-static GLOBAL: alloc::LazyHugeAllocator = alloc::LazyHugeAllocator;
+static GLOBAL: sluice_kafka::lazy_alloc::LazyHugeAllocator =
+    sluice_kafka::lazy_alloc::LazyHugeAllocator;
 
 /// Sluice: one broker for Kafka, RocketMQ and RabbitMQ clients.
 #[derive(Parser, Debug)]

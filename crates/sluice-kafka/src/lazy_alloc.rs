@@ -1,5 +1,5 @@
-//! The process allocator: the system allocator, except that huge requests are
-//! reserved lazily.
+//! A global allocator for processes that decode Kafka requests: the system
+//! allocator, except that huge requests are reserved lazily.
 //!
 //! The Kafka codec sizes a vector from the element count a request claims before
 //! it reads the elements. A forged count in a tiny frame would then ask for
@@ -16,7 +16,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 pub const LAZY_BYTES_MIN: usize = 1 << 30;
 const PAGE_BYTES: usize = 4096;
 
-/// The global allocator of the `sluice` binary.
+/// Install with `#[global_allocator]` in every binary that decodes requests
+/// (the broker, fuzz targets, tests that send forged frames).
 pub struct LazyHugeAllocator;
 
 fn is_lazy(layout: &Layout) -> bool {
@@ -91,13 +92,29 @@ unsafe impl GlobalAlloc for LazyHugeAllocator {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn a_forged_huge_capacity_does_not_abort() {
-        // 64 GiB of capacity; only the first page is touched.
-        let mut v: Vec<u64> = Vec::with_capacity(8 << 30);
-        v.push(7);
-        assert_eq!(v[0], 7);
-        v.shrink_to_fit();
-        assert_eq!(v.capacity(), 1);
+    fn a_forged_huge_request_is_reserved_not_committed() {
+        // 64 GiB: more than the machine has; only the first page is touched.
+        let layout = Layout::from_size_align(64 << 30, 8).unwrap();
+        unsafe {
+            let p = LazyHugeAllocator.alloc(layout);
+            assert!(!p.is_null());
+            *p = 7;
+            let q = LazyHugeAllocator.realloc(p, layout, 16);
+            assert_eq!(*q, 7);
+            LazyHugeAllocator.dealloc(q, Layout::from_size_align(16, 8).unwrap());
+        }
+    }
+
+    #[test]
+    fn small_requests_use_the_system_allocator() {
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        unsafe {
+            let p = LazyHugeAllocator.alloc_zeroed(layout);
+            assert_eq!(*p, 0);
+            LazyHugeAllocator.dealloc(p, layout);
+        }
     }
 }
