@@ -81,10 +81,13 @@ async fn describe_topic(State(broker): State<Broker>, Path(name): Path<String>) 
     Json(view).into_response()
 }
 
+/// Reads one gauge's value off a partition.
+type Gauge = fn(&PartitionStats) -> String;
+
 async fn metrics(State(broker): State<Broker>) -> Response {
     let stats = broker.partition_stats();
     let mut out = String::new();
-    let families: [(&str, &str, fn(&PartitionStats) -> String); 4] = [
+    let families: [(&str, &str, Gauge); 4] = [
         (
             "sluice_partition_log_start_offset",
             "First offset still stored.",

@@ -744,7 +744,7 @@ impl Broker {
     /// id with the next epoch (fencing the older one).
     pub fn init_producer_id(&self, existing: Option<(i64, i16)>) -> Result<(i64, i16), CoreError> {
         match existing {
-            Some((id, epoch)) if id >= 0 && epoch >= 0 && epoch < i16::MAX - 1 => {
+            Some((id, epoch)) if id >= 0 && (0..i16::MAX - 1).contains(&epoch) => {
                 Ok((id, epoch + 1))
             }
             _ => Ok((self.inner.producer_ids.lock().allocate()?, 0)),

@@ -27,8 +27,19 @@ enum Command {
     Client(cli::Command),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the cause chain; no backtrace, whatever RUST_BACKTRACE says.
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Serve(serve_args) => serve::run(serve_args),
         Command::Client(cmd) => {

@@ -33,9 +33,8 @@ pub(crate) fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsRespons
                 .configs
                 .iter()
                 .try_fold(TopicConfig::default(), |mut c, e| {
-                    match &e.value {
-                        Some(v) => c.set(e.name.as_str(), v.as_str())?,
-                        None => {}
+                    if let Some(v) = &e.value {
+                        c.set(e.name.as_str(), v.as_str())?;
                     }
                     Ok::<_, CoreError>(c)
                 });
