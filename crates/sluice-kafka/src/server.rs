@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 use sluice_core::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::fetch_response::{self, Chunk};
 use crate::handlers;
@@ -31,7 +31,14 @@ pub struct KafkaServerConfig {
     pub connections_max: usize,
     /// Largest request frame; a larger size prefix closes the connection.
     pub frame_bytes_max: usize,
+    /// Bytes of large requests buffered at once across all connections; a
+    /// connection waits (reads nothing more) until its request fits.
+    pub request_bytes_in_flight_max: usize,
 }
+
+/// Requests up to this size are not counted against the in-flight budget; they
+/// fit in a connection's initial buffer.
+const FRAME_BYTES_UNCOUNTED: usize = 64 * 1024;
 
 impl KafkaServerConfig {
     /// Defaults for a listener advertised as `host:port`.
@@ -41,6 +48,7 @@ impl KafkaServerConfig {
             advertised_port,
             connections_max: 10_000,
             frame_bytes_max: FRAME_BYTES_MAX,
+            request_bytes_in_flight_max: 512 * 1024 * 1024,
         }
     }
 }
@@ -49,6 +57,8 @@ impl KafkaServerConfig {
 pub(crate) struct Ctx {
     pub broker: Broker,
     pub config: KafkaServerConfig,
+    /// Permits are bytes of large requests being buffered.
+    pub request_bytes: Arc<Semaphore>,
 }
 
 /// Serves Kafka clients on `listener` until `shutdown` resolves; then stops
@@ -59,7 +69,16 @@ pub async fn serve(
     config: KafkaServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let ctx = Arc::new(Ctx { broker, config });
+    // A single request may be as large as the whole budget, never larger.
+    let budget_bytes = config
+        .request_bytes_in_flight_max
+        .max(config.frame_bytes_max)
+        .min(u32::MAX as usize);
+    let ctx = Arc::new(Ctx {
+        broker,
+        request_bytes: Arc::new(Semaphore::new(budget_bytes)),
+        config,
+    });
     let permits = Arc::new(Semaphore::new(ctx.config.connections_max));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
@@ -119,6 +138,7 @@ async fn serve_connection(
     stream.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut budget: Option<OwnedSemaphorePermit> = None;
     loop {
         while let Some((start, end)) = frame_bounds(&buf, ctx.config.frame_bytes_max)? {
             let frame = buf.split_to(end).freeze().slice(start..);
@@ -128,11 +148,20 @@ async fn serve_connection(
                 Reply::Buffered => stream.write_all(&out).await?,
                 Reply::Chunks(chunks) => write_chunks(&mut stream, chunks).await?,
             }
+            budget = None;
         }
-        if let Ok(Some((_, end))) = frame_bounds(&buf, ctx.config.frame_bytes_max) {
-            buf.reserve(end - buf.len());
-        } else if buf.len() >= 4 {
+        if buf.len() >= 4 {
+            // frame_bounds accepted the size: 0..=frame_bytes_max.
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if budget.is_none() && size > FRAME_BYTES_UNCOUNTED {
+                // Count a large request against the listener-wide budget before
+                // buffering it, so many connections cannot exhaust memory at once.
+                let wanted = ctx.request_bytes.clone().acquire_many_owned(size as u32);
+                budget = tokio::select! {
+                    p = wanted => Some(p.map_err(|_| ConnError::Malformed("listener closed".into()))?),
+                    _ = stop.changed() => return Ok(()),
+                };
+            }
             buf.reserve((size + 4).saturating_sub(buf.len()));
         } else {
             buf.reserve(4096);
