@@ -18,7 +18,9 @@ pub fn error_code(e: &CoreError) -> i16 {
             | BatchError::Truncated { .. }
             | BatchError::InvalidLength { .. }
             | BatchError::InvalidRecordCount { .. }
+            | BatchError::Decompression { .. }
             | BatchError::Empty => K::CorruptMessage.code(),
+            BatchError::InvalidRecord { .. } => K::InvalidRecord.code(),
             BatchError::UnsupportedMagic { .. } => K::UnsupportedForMessageFormat.code(),
         },
         CoreError::OutOfOrderSequence { .. } => K::OutOfOrderSequenceNumber.code(),
@@ -42,6 +44,11 @@ mod tests {
         assert_eq!(error_code(&crc), 2);
         let big = CoreError::InvalidBatch(BatchError::TooLarge { bytes: 2, max: 1 });
         assert_eq!(error_code(&big), 10);
+        let record = CoreError::InvalidBatch(BatchError::InvalidRecord {
+            index: 0,
+            reason: "x",
+        });
+        assert_eq!(error_code(&record), 87);
         let unknown = CoreError::UnknownTopicOrPartition {
             topic: "t".into(),
             partition: 0,

@@ -7,6 +7,7 @@
 //! the broker can assign the base offset and leader epoch without recomputing it.
 
 use crate::error::BatchError;
+use crate::records::read_varint;
 
 /// Bytes of the fixed batch header, up to and including `records_count`.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -162,9 +163,10 @@ pub fn verify_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
-/// Validates every batch of a produce payload. `batch_bytes_max` bounds each batch
-/// (the topic's `max.message.bytes`). Returns the headers in order; the payload must
-/// consist of whole batches only.
+/// Validates every batch of a produce payload: header, CRC, and every record inside
+/// (decompressing where needed). `batch_bytes_max` bounds each batch (the topic's
+/// `max.message.bytes`). Returns the headers in order; the payload must consist of
+/// whole batches only.
 pub fn verify_batches(buf: &[u8], batch_bytes_max: usize) -> Result<Vec<BatchHeader>, BatchError> {
     let mut headers = Vec::new();
     let mut at = 0;
@@ -178,6 +180,7 @@ pub fn verify_batches(buf: &[u8], batch_bytes_max: usize) -> Result<Vec<BatchHea
             });
         }
         let header = verify_batch(rest)?;
+        crate::records::validate_records(&header, &rest[..header.total_bytes()])?;
         if header.records_count == 0 {
             return Err(BatchError::InvalidRecordCount {
                 records_count: 0,
@@ -220,29 +223,14 @@ pub fn first_record_at_or_after(batch: &[u8], target_ms: i64) -> Option<(i64, i6
     None
 }
 
-/// Reads a zig-zag varint (up to 64 bits); returns the value and bytes consumed.
-fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
-    let mut raw: u64 = 0;
-    for (i, byte) in buf.iter().enumerate().take(10) {
-        raw |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            let value = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
-
+/// Appends a zig-zag varint.
 fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        if z < 0x80 {
-            out.push(z as u8);
-            return;
-        }
+    while z >= 0x80 {
         out.push((z as u8 & 0x7f) | 0x80);
         z >>= 7;
     }
+    out.push(z as u8);
 }
 
 /// Builds a valid uncompressed v2 batch of `values` (no keys, no headers) with

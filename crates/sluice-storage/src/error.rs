@@ -28,6 +28,12 @@ pub enum BatchError {
         records_count: i32,
         last_offset_delta: i32,
     },
+    /// A record inside the batch is malformed (lengths, offsets, count).
+    #[error("record {index} of the batch is invalid: {reason}")]
+    InvalidRecord { index: i32, reason: &'static str },
+    /// The batch says it is compressed but its payload does not decompress.
+    #[error("record batch does not decompress with codec {codec}: {reason}")]
+    Decompression { codec: u8, reason: String },
     /// A produce carried no batch at all.
     #[error("no record batch in the request")]
     Empty,

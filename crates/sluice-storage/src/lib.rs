@@ -11,6 +11,7 @@ pub mod error;
 mod group_commit;
 mod index;
 pub mod log;
+pub mod records;
 mod segment;
 
 pub use batch::BatchHeader;
