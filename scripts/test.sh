@@ -8,6 +8,7 @@
 #   ./scripts/test.sh                 everything
 #   ./scripts/test.sh -k kcat         extra arguments go to pytest
 #   SLUICE_SKIP_INSTALL=1 ./scripts/test.sh   skip the install steps
+#   SLUICE_SKIP_FUZZ=1 ./scripts/test.sh      skip the fuzz smoke run
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,6 +39,29 @@ cargo build --workspace --bins
 
 step "cargo test --workspace"
 cargo test --workspace
+
+if [[ "${SLUICE_SKIP_FUZZ:-0}" != "1" ]]; then
+    # A short smoke run of every decoder's fuzz target on a copy of the seed corpus.
+    # cargo-fuzz passes unstable flags to rustc; RUSTC_BOOTSTRAP lets the stable
+    # toolchain accept them, and `-s none` needs no sanitizer runtime.
+    if ! command -v cargo-fuzz >/dev/null 2>&1; then
+        step "installing cargo-fuzz"
+        cargo install cargo-fuzz --locked
+    fi
+    for target in kafka_request record_batch; do
+        step "fuzz smoke: $target (20 s)"
+        corpus="$(mktemp -d)"
+        cp "fuzz/corpus/$target"/* "$corpus/"
+        if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -s none "$corpus" -- \
+            -max_total_time=20 -rss_limit_mb=4096 >"$corpus.log" 2>&1); then
+            tail -n 40 "$corpus.log"
+            echo "fuzz target $target found a failure (artifacts in fuzz/artifacts/$target)"
+            exit 1
+        fi
+        grep -E '^Done [0-9]+ runs' "$corpus.log" || true
+        rm -rf "$corpus" "$corpus.log"
+    done
+fi
 
 step "real-client integration tests (pytest tests/integration)"
 export SLUICE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/sluice"
