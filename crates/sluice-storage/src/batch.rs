@@ -237,22 +237,42 @@ fn put_varint(out: &mut Vec<u8>, v: i64) {
 /// timestamps `base_ts + i` and the given (producer id, epoch, base sequence).
 /// Base offset 0. For tests and tools that need well-formed batches.
 pub fn build_batch(values: &[&[u8]], base_ts: i64, producer: (i64, i16, i32)) -> Vec<u8> {
-    let mut records = Vec::new();
-    for (i, v) in values.iter().enumerate() {
-        let mut body = vec![0u8];
+    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+        values.iter().map(|v| (None, Some(*v))).collect();
+    encode_batch(&records, base_ts, producer)
+}
+
+/// Encodes an uncompressed v2 batch of (key, value) records, no headers, record `i`
+/// timestamped `base_ts + i`, base offset 0, with (producer id, epoch, base sequence).
+pub fn encode_batch(
+    records: &[(Option<&[u8]>, Option<&[u8]>)],
+    base_ts: i64,
+    producer: (i64, i16, i32),
+) -> Vec<u8> {
+    let mut body_all = Vec::new();
+    let mut body = Vec::new();
+    for (i, (key, value)) in records.iter().enumerate() {
+        body.clear();
+        body.push(0u8);
         put_varint(&mut body, i as i64);
         put_varint(&mut body, i as i64);
-        put_varint(&mut body, -1);
-        put_varint(&mut body, v.len() as i64);
-        body.extend_from_slice(v);
+        for field in [key, value] {
+            match field {
+                Some(bytes) => {
+                    put_varint(&mut body, bytes.len() as i64);
+                    body.extend_from_slice(bytes);
+                }
+                None => put_varint(&mut body, -1),
+            }
+        }
         put_varint(&mut body, 0);
-        put_varint(&mut records, body.len() as i64);
-        records.extend_from_slice(&body);
+        put_varint(&mut body_all, body.len() as i64);
+        body_all.extend_from_slice(&body);
     }
-    let n = values.len() as i32;
-    let mut b = Vec::new();
+    let n = records.len() as i32;
+    let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + body_all.len());
     b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(&((BATCH_HEADER_BYTES - 12 + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&((BATCH_HEADER_BYTES - 12 + body_all.len()) as i32).to_be_bytes());
     b.extend_from_slice(&0i32.to_be_bytes());
     b.push(2);
     b.extend_from_slice(&0u32.to_be_bytes());
@@ -264,7 +284,7 @@ pub fn build_batch(values: &[&[u8]], base_ts: i64, producer: (i64, i16, i32)) ->
     b.extend_from_slice(&producer.1.to_be_bytes());
     b.extend_from_slice(&producer.2.to_be_bytes());
     b.extend_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(&records);
+    b.extend_from_slice(&body_all);
     let crc = compute_crc(&b);
     b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     b

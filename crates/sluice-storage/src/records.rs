@@ -32,6 +32,13 @@ struct SliceSource<'a> {
 
 impl RecordSource for SliceSource<'_> {
     fn next_record(&mut self) -> Result<Option<&[u8]>, String> {
+        self.next_slice()
+    }
+}
+
+impl<'a> SliceSource<'a> {
+    /// The next record body, borrowed from the batch itself.
+    fn next_slice(&mut self) -> Result<Option<&'a [u8]>, String> {
         if self.rest.is_empty() {
             return Ok(None);
         }
@@ -155,9 +162,12 @@ pub fn validate_records(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchE
             decompression,
         ),
         2 => {
-            let size = snap::raw::decompress_len(payload).map_err(|e| decompression(e.to_string()))?;
+            let size =
+                snap::raw::decompress_len(payload).map_err(|e| decompression(e.to_string()))?;
             if size > RECORD_BYTES_MAX.saturating_mul(4) {
-                return Err(decompression(format!("{size} bytes uncompressed is too large")));
+                return Err(decompression(format!(
+                    "{size} bytes uncompressed is too large"
+                )));
             }
             let raw = snap::raw::Decoder::new()
                 .decompress_vec(payload)
@@ -169,8 +179,8 @@ pub fn validate_records(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchE
             walk(header, stream(reader), decompression)
         }
         4 => {
-            let reader =
-                zstd::stream::read::Decoder::new(payload).map_err(|e| decompression(e.to_string()))?;
+            let reader = zstd::stream::read::Decoder::new(payload)
+                .map_err(|e| decompression(e.to_string()))?;
             walk(header, stream(reader), decompression)
         }
         other => Err(decompression(format!("unknown codec {other}"))),
@@ -196,7 +206,10 @@ fn walk(
         if compressed {
             decompression(reason)
         } else {
-            BatchError::InvalidRecord { index, reason: fixed }
+            BatchError::InvalidRecord {
+                index,
+                reason: fixed,
+            }
         }
     };
     for index in 0..header.records_count {
@@ -256,7 +269,8 @@ fn check_record(body: &[u8], index: i32) -> Result<(), &'static str> {
 }
 
 fn read_len(body: &[u8], at: &mut usize) -> Result<i64, &'static str> {
-    let (v, n) = read_varint(body.get(*at..).unwrap_or_default()).ok_or("length is not a varint")?;
+    let (v, n) =
+        read_varint(body.get(*at..).unwrap_or_default()).ok_or("length is not a varint")?;
     *at += n;
     Ok(v)
 }
@@ -271,6 +285,64 @@ fn skip(body: &[u8], at: &mut usize, len: i64, nullable: bool) -> Result<(), &'s
     }
     *at += len;
     Ok(())
+}
+
+/// One record of an uncompressed batch, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// Offset relative to the batch's base offset.
+    pub offset_delta: i32,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// The records of one uncompressed, already validated batch (`batch` holds exactly
+/// the batch). Compressed batches yield nothing; internal logs never compress.
+pub fn uncompressed_records(batch: &[u8]) -> Vec<RecordView<'_>> {
+    let Ok(header) = BatchHeader::parse(batch) else {
+        return Vec::new();
+    };
+    if header.compression() != 0 || batch.len() < header.total_bytes() {
+        return Vec::new();
+    }
+    let mut source = SliceSource {
+        rest: &batch[BATCH_HEADER_BYTES..header.total_bytes()],
+    };
+    let mut out = Vec::new();
+    while let Ok(Some(body)) = source.next_slice() {
+        match view(body) {
+            Some(v) => out.push(v),
+            None => break,
+        }
+    }
+    out
+}
+
+fn view(body: &[u8]) -> Option<RecordView<'_>> {
+    let mut at = 1usize;
+    let varint = |at: &mut usize| -> Option<i64> {
+        let (v, n) = read_varint(body.get(*at..)?)?;
+        *at += n;
+        Some(v)
+    };
+    varint(&mut at)?; // timestamp delta
+    let offset_delta = i32::try_from(varint(&mut at)?).ok()?;
+    let field = |at: &mut usize| -> Option<Option<&[u8]>> {
+        let len = varint(at)?;
+        if len < 0 {
+            return Some(None);
+        }
+        let bytes = body.get(*at..*at + usize::try_from(len).ok()?)?;
+        *at += bytes.len();
+        Some(Some(bytes))
+    };
+    let key = field(&mut at)?;
+    let value = field(&mut at)?;
+    Some(RecordView {
+        offset_delta,
+        key,
+        value,
+    })
 }
 
 /// A zig-zag varint of up to 10 bytes: (value, bytes used).
@@ -325,6 +397,26 @@ mod tests {
     }
 
     #[test]
+    fn uncompressed_records_yield_keys_and_values() {
+        let batch = crate::batch::encode_batch(
+            &[
+                (Some(b"k1"), Some(b"v1")),
+                (None, None),
+                (Some(b""), Some(b"v3")),
+            ],
+            0,
+            (-1, -1, -1),
+        );
+        check(&batch).unwrap();
+        let records = uncompressed_records(&batch);
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].key, Some(&b"k1"[..]));
+        assert_eq!(records[1].value, None);
+        assert_eq!(records[2].offset_delta, 2);
+        assert_eq!(records[2].value, Some(&b"v3"[..]));
+    }
+
+    #[test]
     fn well_formed_batches_pass_in_every_codec() {
         let batch = build_batch(&[b"alpha", b"", b"gamma gamma"], 5, (-1, -1, -1));
         check(&batch).unwrap();
@@ -367,7 +459,10 @@ mod tests {
             b[23..27].copy_from_slice(&2i32.to_be_bytes());
             b[57..61].copy_from_slice(&3i32.to_be_bytes());
         });
-        assert!(matches!(check(&batch), Err(BatchError::InvalidRecord { index: 2, .. })));
+        assert!(matches!(
+            check(&batch),
+            Err(BatchError::InvalidRecord { index: 2, .. })
+        ));
     }
 
     #[test]
@@ -375,7 +470,10 @@ mod tests {
         let batch = forge(build_batch(&[b"a", b"b"], 0, (-1, -1, -1)), |b| {
             b[BATCH_HEADER_BYTES] = 200; // zig-zag 100
         });
-        assert!(matches!(check(&batch), Err(BatchError::InvalidRecord { index: 0, .. })));
+        assert!(matches!(
+            check(&batch),
+            Err(BatchError::InvalidRecord { index: 0, .. })
+        ));
     }
 
     #[test]
@@ -415,6 +513,9 @@ mod tests {
         let mut raw = template[..BATCH_HEADER_BYTES].to_vec();
         raw.extend_from_slice(&records);
         let batch = compress(&raw, 4);
-        assert!(matches!(check(&batch), Err(BatchError::Decompression { .. })));
+        assert!(matches!(
+            check(&batch),
+            Err(BatchError::Decompression { .. })
+        ));
     }
 }
