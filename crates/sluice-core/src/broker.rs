@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::error::CoreError;
 use crate::ids::{random_bytes16, write_atomically, ProducerIdAllocator};
 use crate::names::validate_topic_name;
+use crate::offsets::{CommittedOffset, OffsetStore};
 use crate::producer_state::SequenceCheck;
 use crate::topic::{hex, unhex, Partition, Topic, TopicManifest};
 use crate::topic_config::{ConfigEntry, TopicConfig, TopicDefaults};
@@ -165,6 +166,7 @@ struct Inner {
     /// Serialises topic creation, deletion and partition changes (file work).
     admin: Mutex<()>,
     producer_ids: Mutex<ProducerIdAllocator>,
+    offsets: OffsetStore,
 }
 
 /// The broker. Cheap to clone; all clones share one state.
@@ -218,6 +220,7 @@ impl Broker {
             std::fs::remove_dir_all(&trash).map_err(|e| io_err(&trash, e))?;
         }
         let producer_ids = ProducerIdAllocator::open(config.data_dir.join("producer_ids"))?;
+        let offsets = OffsetStore::open(&config.data_dir, now_ms())?;
         let defaults = TopicDefaults {
             log: config.log_defaults.clone(),
         };
@@ -228,6 +231,7 @@ impl Broker {
                 topics: RwLock::new(BTreeMap::new()),
                 admin: Mutex::new(()),
                 producer_ids: Mutex::new(producer_ids),
+                offsets,
                 config,
             }),
         };
@@ -821,6 +825,86 @@ impl Broker {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// Commits offsets for a group that is not coordinated by the broker (simple
+    /// consumers that assign partitions themselves): `generation` must be -1 and
+    /// `member_id` empty. Each partition gets its own result; the valid ones are
+    /// fsynced together before this returns.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        entries: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<Vec<Result<(), CoreError>>, CoreError> {
+        if group.is_empty() {
+            return Err(CoreError::InvalidGroupId(group.to_string()));
+        }
+        if generation != -1 {
+            return Err(CoreError::IllegalGeneration {
+                group: group.to_string(),
+                generation,
+            });
+        }
+        if !member_id.is_empty() {
+            return Err(CoreError::UnknownMemberId {
+                group: group.to_string(),
+                member: member_id.to_string(),
+            });
+        }
+        let mut results = Vec::with_capacity(entries.len());
+        let mut valid = Vec::new();
+        for (topic, partition, committed) in entries {
+            let check = if committed.metadata.len() > crate::offsets::METADATA_BYTES_MAX {
+                Err(CoreError::OffsetMetadataTooLarge {
+                    bytes: committed.metadata.len(),
+                    max: crate::offsets::METADATA_BYTES_MAX,
+                })
+            } else {
+                self.get_partition(&topic, partition).map(|_| ())
+            };
+            if check.is_ok() {
+                valid.push((topic, partition, Some(committed)));
+            }
+            results.push(check);
+        }
+        let broker = self.clone();
+        let group = group.to_string();
+        tokio::task::spawn_blocking(move || broker.inner.offsets.commit(&group, &valid, now_ms()))
+            .await
+            .map_err(|e| io_err(&self.inner.config.data_dir, std::io::Error::other(e)))??;
+        Ok(results)
+    }
+
+    /// A group's committed offsets, by (topic, partition).
+    pub fn committed_offsets(
+        &self,
+        group: &str,
+    ) -> std::collections::BTreeMap<(String, i32), CommittedOffset> {
+        self.inner.offsets.fetch(group)
+    }
+
+    /// Groups known to the broker (today: those with committed offsets).
+    pub fn list_groups(&self) -> Vec<String> {
+        self.inner.offsets.groups()
+    }
+
+    /// Deletes a group's committed offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<(), CoreError> {
+        let entries: Vec<(String, i32, Option<CommittedOffset>)> = self
+            .committed_offsets(group)
+            .into_keys()
+            .map(|(t, p)| (t, p, None))
+            .collect();
+        if entries.is_empty() {
+            return Err(CoreError::GroupIdNotFound(group.to_string()));
+        }
+        let broker = self.clone();
+        let group = group.to_string();
+        tokio::task::spawn_blocking(move || broker.inner.offsets.commit(&group, &entries, now_ms()))
+            .await
+            .map_err(|e| io_err(&self.inner.config.data_dir, std::io::Error::other(e)))?
     }
 
     /// Flushes every partition to disk; for a clean shutdown.

@@ -48,6 +48,21 @@ pub enum CoreError {
         log_start_offset: i64,
         log_end_offset: i64,
     },
+    /// A group request carried a generation that is not the group's current one.
+    #[error("illegal generation {generation} for group {group}")]
+    IllegalGeneration { group: String, generation: i32 },
+    /// A group request named a member the group does not have.
+    #[error("unknown member {member:?} of group {group}")]
+    UnknownMemberId { group: String, member: String },
+    /// A group the broker does not know.
+    #[error("group {0} not found")]
+    GroupIdNotFound(String),
+    /// A group id that is empty.
+    #[error("invalid group id {0:?}")]
+    InvalidGroupId(String),
+    /// Commit metadata longer than the limit.
+    #[error("offset metadata of {bytes} bytes exceeds {max}")]
+    OffsetMetadataTooLarge { bytes: usize, max: usize },
     /// A feature the request needs is not available yet.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),

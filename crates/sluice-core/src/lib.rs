@@ -9,6 +9,7 @@ pub mod broker;
 pub mod error;
 mod ids;
 pub mod names;
+pub mod offsets;
 pub mod producer_state;
 mod topic;
 pub mod topic_config;
@@ -18,5 +19,6 @@ pub use broker::{
     PartitionRead, PartitionStats, Produced, TopicInfo,
 };
 pub use error::CoreError;
+pub use offsets::CommittedOffset;
 pub use sluice_storage::{BatchError, Durability, FileSlice, FlushPolicy, LogConfig};
 pub use topic_config::{ConfigEntry, TopicConfig};

@@ -26,6 +26,11 @@ pub fn error_code(e: &CoreError) -> i16 {
         CoreError::OutOfOrderSequence { .. } => K::OutOfOrderSequenceNumber.code(),
         CoreError::ProducerFenced { .. } => K::InvalidProducerEpoch.code(),
         CoreError::OffsetOutOfRange { .. } => K::OffsetOutOfRange.code(),
+        CoreError::IllegalGeneration { .. } => K::IllegalGeneration.code(),
+        CoreError::UnknownMemberId { .. } => K::UnknownMemberId.code(),
+        CoreError::InvalidGroupId(_) => K::InvalidGroupId.code(),
+        CoreError::GroupIdNotFound(_) => K::GroupIdNotFound.code(),
+        CoreError::OffsetMetadataTooLarge { .. } => K::OffsetMetadataTooLarge.code(),
         CoreError::Unsupported(_) => K::UnsupportedVersion.code(),
         CoreError::Storage(_) => K::KafkaStorageError.code(),
     }

@@ -233,22 +233,20 @@ fn put_varint(out: &mut Vec<u8>, v: i64) {
     out.push(z as u8);
 }
 
+/// A record's (key, value), either of which may be null.
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Builds a valid uncompressed v2 batch of `values` (no keys, no headers) with
 /// timestamps `base_ts + i` and the given (producer id, epoch, base sequence).
 /// Base offset 0. For tests and tools that need well-formed batches.
 pub fn build_batch(values: &[&[u8]], base_ts: i64, producer: (i64, i16, i32)) -> Vec<u8> {
-    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-        values.iter().map(|v| (None, Some(*v))).collect();
+    let records: Vec<KeyValue<'_>> = values.iter().map(|v| (None, Some(*v))).collect();
     encode_batch(&records, base_ts, producer)
 }
 
 /// Encodes an uncompressed v2 batch of (key, value) records, no headers, record `i`
 /// timestamped `base_ts + i`, base offset 0, with (producer id, epoch, base sequence).
-pub fn encode_batch(
-    records: &[(Option<&[u8]>, Option<&[u8]>)],
-    base_ts: i64,
-    producer: (i64, i16, i32),
-) -> Vec<u8> {
+pub fn encode_batch(records: &[KeyValue<'_>], base_ts: i64, producer: (i64, i16, i32)) -> Vec<u8> {
     let mut body_all = Vec::new();
     let mut body = Vec::new();
     for (i, (key, value)) in records.iter().enumerate() {
