@@ -72,9 +72,10 @@ impl PartitionReplica {
     }
 
     /// The offset below which records are visible to consumers: every in-sync
-    /// replica has them. On a single node, the log end.
+    /// replica has them (and, under the `always` flush policy, has fsynced them).
+    /// On a single node, the log's visible end.
     pub fn high_watermark(&self) -> i64 {
-        self.log.log_end_offset()
+        self.log.visible_end_offset()
     }
 
     /// The local log, for reads, retention and flushing.

@@ -11,7 +11,8 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use sluice_cluster::{NodeId, PartitionReplica};
 use sluice_storage::{
-    Durability, FileSlice, FlushPolicy, LogConfig, ReadOutcome, StorageError, VerifiedBatches,
+    BatchError, Durability, FileSlice, FlushPolicy, LogConfig, ReadOutcome, StorageError,
+    VerifiedBatches,
 };
 use tokio::sync::watch;
 
@@ -141,20 +142,29 @@ impl AppendWatch {
         if self.receivers.is_empty() {
             return std::future::pending().await;
         }
-        let mut waits: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> = self
-            .receivers
-            .iter_mut()
-            .map(|rx| Box::pin(rx.changed()) as Pin<Box<dyn Future<Output = _> + Send>>)
-            .collect();
-        std::future::poll_fn(|cx| {
-            for w in waits.iter_mut() {
-                if w.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(());
+        let closed = {
+            type Changed<'a> =
+                Pin<Box<dyn Future<Output = Result<(), watch::error::RecvError>> + Send + 'a>>;
+            let mut waits: Vec<Changed<'_>> = self
+                .receivers
+                .iter_mut()
+                .map(|rx| Box::pin(rx.changed()) as Changed<'_>)
+                .collect();
+            std::future::poll_fn(|cx| {
+                for w in waits.iter_mut() {
+                    if let Poll::Ready(result) = w.as_mut().poll(cx) {
+                        return Poll::Ready(result.is_err());
+                    }
                 }
-            }
-            Poll::Pending
-        })
-        .await
+                Poll::Pending
+            })
+            .await
+        };
+        if closed {
+            // The partition is gone: report it once, then stop watching it, or
+            // every later wait would return at once.
+            self.receivers.retain(|rx| rx.has_changed().is_ok());
+        }
     }
 }
 
@@ -187,6 +197,12 @@ fn io_err(path: &std::path::Path, source: std::io::Error) -> CoreError {
         path: path.to_path_buf(),
         source,
     })
+}
+
+fn sync_dir(dir: &std::path::Path) -> Result<(), CoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, e))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -441,6 +457,9 @@ impl Broker {
             std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         }
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        // The topic's directory entry must be durable before anything in it is
+        // acknowledged.
+        sync_dir(&self.inner.config.data_dir.join("topics"))?;
         let log_config = config.log_config(&self.inner.defaults);
         let now = now_ms();
         let mut parts = Vec::new();
@@ -494,11 +513,17 @@ impl Broker {
                 partition: -1,
             });
         };
+        // Stale handles (a retention pass, an in-flight produce) must not touch the
+        // directory once it is gone or re-created under the same name.
+        for p in topic.partitions.read().iter() {
+            p.replica.log().close();
+        }
         // Move it out of the way first, so a crash leaves no half-deleted topic.
         let trash = self.inner.config.data_dir.join("trash");
         std::fs::create_dir_all(&trash).map_err(|e| io_err(&trash, e))?;
         let target = trash.join(format!("{}-{}", hex(&topic.id), now_ms()));
         std::fs::rename(&topic.dir, &target).map_err(|e| io_err(&topic.dir, e))?;
+        sync_dir(&self.inner.config.data_dir.join("topics"))?;
         // Wake fetchers so they see the topic is gone.
         for p in topic.partitions.read().iter() {
             p.end_tx.send_modify(|_| {});
@@ -617,20 +642,25 @@ impl Broker {
         let log = part.replica.log();
         let config = log.config();
         let verified = VerifiedBatches::new(records, config.max_message_bytes)?;
+        if verified.headers().len() > 1 && verified.headers().iter().any(|h| h.has_producer_id()) {
+            // Sequence checks work batch by batch per request, as clients send them;
+            // Kafka refuses several batches of one producer in one request too.
+            return Err(CoreError::InvalidBatch(BatchError::InvalidRecord {
+                index: 0,
+                reason: "an idempotent producer must send one batch per partition per request",
+            }));
+        }
         let now = now_ms();
         let (result, duplicate) = {
             let mut producers = part.producers.lock();
             let mut duplicate = None;
-            for (i, header) in verified.headers().iter().enumerate() {
+            for header in verified.headers() {
                 if let SequenceCheck::Duplicate {
                     base_offset,
                     last_offset,
                 } = producers.check(header)?
                 {
-                    if i == 0 {
-                        duplicate = Some((base_offset, last_offset));
-                        break;
-                    }
+                    duplicate = Some((base_offset, last_offset));
                 }
             }
             match duplicate {
@@ -644,7 +674,6 @@ impl Broker {
                         producers.record(&stored);
                         base = stored.last_offset() + 1;
                     }
-                    part.end_tx.send_replace(appended.last_offset + 1);
                     ((appended.base_offset, appended.last_offset), false)
                 }
             }
@@ -658,6 +687,11 @@ impl Broker {
         } else {
             Durability::PageCache
         };
+        // Wake fetchers only once the records are visible (after the fsync under
+        // the `always` policy).
+        if !duplicate {
+            part.end_tx.send_replace(part.replica.high_watermark());
+        }
         Ok(Produced {
             base_offset: result.0,
             last_offset: result.1,

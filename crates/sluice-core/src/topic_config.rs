@@ -20,6 +20,10 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "segment.ms",
 ];
 
+/// Accepted segment sizes: index positions are 32-bit.
+pub const SEGMENT_BYTES_RANGE: std::ops::RangeInclusive<u64> =
+    SEGMENT_BYTES_MIN..=(i32::MAX as u64);
+
 /// One described config entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigEntry {

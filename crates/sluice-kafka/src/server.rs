@@ -39,6 +39,8 @@ pub struct KafkaServerConfig {
 /// Requests up to this size are not counted against the in-flight budget; they
 /// fit in a connection's initial buffer.
 const FRAME_BYTES_UNCOUNTED: usize = 64 * 1024;
+/// How long a connection may pause in the middle of a counted (large) request.
+const LARGE_REQUEST_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl KafkaServerConfig {
     /// Defaults for a listener advertised as `host:port`.
@@ -149,6 +151,12 @@ async fn serve_connection(
                 Reply::Chunks(chunks) => write_chunks(&mut stream, chunks).await?,
             }
             budget = None;
+            if buf.capacity() > 2 * FRAME_BYTES_UNCOUNTED && buf.len() <= FRAME_BYTES_UNCOUNTED {
+                // Do not keep a large request's buffer after its permit is gone.
+                let mut fresh = BytesMut::with_capacity(FRAME_BYTES_UNCOUNTED);
+                fresh.extend_from_slice(&buf);
+                buf = fresh;
+            }
         }
         if buf.len() >= 4 {
             // frame_bounds accepted the size: 0..=frame_bytes_max.
@@ -166,9 +174,20 @@ async fn serve_connection(
         } else {
             buf.reserve(4096);
         }
+        // A connection holding part of the shared budget must keep sending.
+        let stalled = async {
+            if budget.is_some() {
+                tokio::time::sleep(LARGE_REQUEST_STALL).await
+            } else {
+                std::future::pending().await
+            }
+        };
         let n = tokio::select! {
             n = stream.read_buf(&mut buf) => n?,
             _ = stop.changed() => return Ok(()),
+            _ = stalled => {
+                return Err(ConnError::Malformed("large request stalled".into()));
+            }
         };
         if n == 0 {
             return Ok(());

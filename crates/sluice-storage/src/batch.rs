@@ -151,9 +151,13 @@ pub fn verify_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             found,
         });
     }
+    // Offsets inside a produced batch are dense: Kafka requires the last offset
+    // delta to be exactly count - 1 (only compaction leaves gaps, and compacted
+    // batches are never produced). Wider spans would also overflow the 32-bit
+    // relative offsets of the segment index.
     if header.records_count < 0
         || header.last_offset_delta < 0
-        || (header.records_count > 0 && header.records_count - 1 > header.last_offset_delta)
+        || (header.records_count > 0 && header.records_count - 1 != header.last_offset_delta)
     {
         return Err(BatchError::InvalidRecordCount {
             records_count: header.records_count,

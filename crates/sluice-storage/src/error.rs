@@ -56,6 +56,9 @@ pub enum StorageError {
     /// after a failed fsync the kernel may have dropped the dirty pages.
     #[error("log {path} is failed after an fsync error; restart to recover")]
     Failed { path: PathBuf },
+    /// The log was closed because its topic is being deleted.
+    #[error("log {path} is closed")]
+    Closed { path: PathBuf },
     /// A segment file name does not parse as a base offset.
     #[error("unexpected file in log directory: {path}")]
     UnexpectedFile { path: PathBuf },

@@ -126,8 +126,22 @@ pub struct Retained {
     pub log_start_offset: i64,
 }
 
+/// The end of the data readers may see: the log end, except under the `always`
+/// policy, where it is the end of what has been fsynced, so that nothing is
+/// handed to a consumer that a crash could still take back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VisibleEnd {
+    /// Offset after the last visible record.
+    offset: i64,
+    /// Base offset of the segment holding that end.
+    segment_base: i64,
+    /// Bytes of that segment that are visible.
+    size: u64,
+}
+
 struct Inner {
     config: LogConfig,
+    visible: VisibleEnd,
     /// Oldest first; the last one is active. Never empty.
     segments: Vec<Segment>,
     /// Reused buffer in which offsets are assigned before the write.
@@ -137,6 +151,9 @@ struct Inner {
     unflushed_bytes: u64,
     last_flush_ms: i64,
     failed: bool,
+    /// Set when the log's directory is being deleted; every file operation is
+    /// refused from then on, so a stale handle cannot touch a re-created log.
+    closed: bool,
 }
 
 /// A partition's log. All methods take `&self`; appends are serialised inside.
@@ -195,9 +212,18 @@ impl PartitionLog {
             segments.push(Segment::create(dir, 0, now_ms)?);
             sync_dir(dir)?;
         }
+        let visible = {
+            let tail = segments.last().expect("a log always has a segment");
+            VisibleEnd {
+                offset: tail.next_offset,
+                segment_base: tail.base_offset,
+                size: tail.size,
+            }
+        };
         let log = PartitionLog {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
+                visible,
                 config,
                 segments,
                 write_buf: Vec::new(),
@@ -205,6 +231,7 @@ impl PartitionLog {
                 unflushed_bytes: 0,
                 last_flush_ms: now_ms,
                 failed: false,
+                closed: false,
             }),
             group_commit: GroupCommit::default(),
         };
@@ -236,6 +263,12 @@ impl PartitionLog {
         self.inner.lock().active().next_offset
     }
 
+    /// Offset after the last record readers may see: the log end, or under the
+    /// `always` policy the end of the fsynced data.
+    pub fn visible_end_offset(&self) -> i64 {
+        self.inner.lock().visible.offset
+    }
+
     /// Bytes in all segments.
     pub fn size_bytes(&self) -> u64 {
         self.inner.lock().segments.iter().map(|s| s.size).sum()
@@ -255,11 +288,7 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<Appended, StorageError> {
         let mut inner = self.inner.lock();
-        if inner.failed {
-            return Err(StorageError::Failed {
-                path: self.dir.clone(),
-            });
-        }
+        inner.check_usable(&self.dir)?;
         let span = batches.offset_count();
         let needs_roll = {
             let active = inner.active();
@@ -299,6 +328,9 @@ impl PartitionLog {
         }
         inner.written_seq += 1;
         inner.unflushed_bytes += batches.len() as u64;
+        if inner.config.flush != FlushPolicy::Always {
+            inner.visible = inner.end();
+        }
         Ok(Appended {
             base_offset,
             last_offset: next - 1,
@@ -310,15 +342,16 @@ impl PartitionLog {
     /// Returns [`Durability::Fsynced`]; an fsync error fails the log.
     pub fn sync_through(&self, seq: u64) -> Result<Durability, StorageError> {
         self.group_commit.sync_through(seq, || {
-            let (covered, file, path) = {
+            let (covered, end, file, path) = {
                 let inner = self.inner.lock();
-                if inner.failed {
-                    return Err(StorageError::Failed {
-                        path: self.dir.clone(),
-                    });
-                }
+                inner.check_usable(&self.dir)?;
                 let active = inner.active();
-                (inner.written_seq, active.file.clone(), active.path.clone())
+                (
+                    inner.written_seq,
+                    inner.end(),
+                    active.file.clone(),
+                    active.path.clone(),
+                )
             };
             // Sealed segments were synced when they rolled; only the tail needs it.
             if let Err(e) = file.sync_data().at(&path) {
@@ -328,6 +361,9 @@ impl PartitionLog {
             let mut inner = self.inner.lock();
             if covered == inner.written_seq {
                 inner.unflushed_bytes = 0;
+            }
+            if end.offset > inner.visible.offset {
+                inner.visible = end;
             }
             Ok(covered)
         })?;
@@ -370,7 +406,8 @@ impl PartitionLog {
         let inner = self.inner.lock();
         let log_start_offset = inner.segments[0].base_offset;
         let log_end_offset = inner.active().next_offset;
-        if offset == log_end_offset {
+        let visible = inner.visible;
+        if offset >= visible.offset && offset <= log_end_offset {
             return Ok(ReadOutcome::AtEnd);
         }
         if offset < log_start_offset || offset > log_end_offset {
@@ -384,11 +421,22 @@ impl PartitionLog {
             .partition_point(|s| s.base_offset <= offset)
             .saturating_sub(1);
         for segment in &inner.segments[first..] {
+            if segment.base_offset > visible.segment_base {
+                break;
+            }
+            let limit = if segment.base_offset == visible.segment_base {
+                visible.size
+            } else {
+                segment.size
+            };
             let Some(position) = segment.locate(offset)? else {
                 continue;
             };
+            if position >= limit {
+                break;
+            }
             let first_batch = segment.read_header(position)?.total_bytes();
-            let available = (segment.size - position) as usize;
+            let available = (limit - position) as usize;
             let len = max_bytes.min(available).max(first_batch);
             return Ok(ReadOutcome::Data(FileSlice {
                 file: segment.file.clone(),
@@ -438,11 +486,19 @@ impl PartitionLog {
     /// segment is rolled first so it can go too, as Kafka does.
     pub fn apply_retention(&self, now_ms: i64) -> Result<Retained, StorageError> {
         let mut inner = self.inner.lock();
+        inner.check_usable(&self.dir)?;
         let config = inner.config.clone();
         let mut deleted = 0;
         if config.retention_ms >= 0 {
-            let expired =
-                |s: &Segment| s.size > 0 && s.max_timestamp < now_ms - config.retention_ms;
+            // A segment whose records carry no timestamp ages from its creation.
+            let expired = |s: &Segment| {
+                let newest = if s.max_timestamp >= 0 {
+                    s.max_timestamp
+                } else {
+                    s.created_ms
+                };
+                s.size > 0 && newest < now_ms - config.retention_ms
+            };
             if expired(inner.active()) {
                 inner.roll(&self.dir, now_ms)?;
             }
@@ -467,6 +523,12 @@ impl PartitionLog {
         })
     }
 
+    /// Refuses every later write, flush, roll and retention pass. Call before the
+    /// directory is moved or deleted while other handles may still exist.
+    pub fn close(&self) {
+        self.inner.lock().closed = true;
+    }
+
     /// Removes the whole log directory. The log must not be used afterwards.
     pub fn delete(self) -> Result<(), StorageError> {
         let dir = self.dir.clone();
@@ -476,16 +538,51 @@ impl PartitionLog {
 }
 
 impl Inner {
+    /// Err when the log has failed or been closed.
+    fn check_usable(&self, dir: &Path) -> Result<(), StorageError> {
+        if self.closed {
+            return Err(StorageError::Closed {
+                path: dir.to_path_buf(),
+            });
+        }
+        if self.failed {
+            return Err(StorageError::Failed {
+                path: dir.to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
     fn active(&self) -> &Segment {
         self.segments.last().expect("a log always has a segment")
+    }
+
+    /// The current end of the written data.
+    fn end(&self) -> VisibleEnd {
+        let active = self.active();
+        VisibleEnd {
+            offset: active.next_offset,
+            segment_base: active.base_offset,
+            size: active.size,
+        }
     }
 
     /// Seals the active segment (synced, so sealed segments never need recovery)
     /// and starts a new one at the log end.
     fn roll(&mut self, dir: &Path, now_ms: i64) -> Result<(), StorageError> {
         let active = self.active();
-        active.sync()?;
+        if let Err(e) = active.sync() {
+            // After a failed fsync the kernel may have dropped dirty pages and a
+            // later fsync can succeed anyway: never acknowledge from this log again.
+            self.failed = true;
+            return Err(e);
+        }
         let next = active.next_offset;
+        // Everything in the sealed segment is now on disk, hence visible.
+        let sealed = self.end();
+        if sealed.offset > self.visible.offset {
+            self.visible = sealed;
+        }
         self.segments.push(Segment::create(dir, next, now_ms)?);
         // Sync the directory too, or the new segment can vanish after a power loss.
         sync_dir(dir)?;

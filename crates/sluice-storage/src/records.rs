@@ -90,10 +90,15 @@ impl<R: Read> RecordSource for StreamSource<R> {
         if len > RECORD_BYTES_MAX {
             return Err(format!("record of {len} bytes exceeds {RECORD_BYTES_MAX}"));
         }
-        self.buf.resize(len, 0);
-        self.reader
-            .read_exact(&mut self.buf)
-            .map_err(|e| format!("stream ends inside a record: {e}"))?;
+        // Grow only with bytes that actually arrive: a claimed length is not trusted.
+        self.buf.clear();
+        (&mut self.reader)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)
+            .map_err(|e| e.to_string())?;
+        if self.buf.len() != len {
+            return Err("stream ends inside a record".into());
+        }
         Ok(Some(&self.buf))
     }
 }
@@ -123,7 +128,7 @@ impl Read for XerialReader<'_> {
                 .get(4..4 + len)
                 .ok_or_else(|| bad("snappy block runs past the batch"))?;
             let size = snap::raw::decompress_len(compressed).map_err(|e| bad(&e.to_string()))?;
-            if size > RECORD_BYTES_MAX {
+            if size > RECORD_BYTES_MAX || size > snappy_expansion_max(compressed.len()) {
                 return Err(bad("snappy block too large"));
             }
             self.block.resize(size, 0);
@@ -138,6 +143,13 @@ impl Read for XerialReader<'_> {
         self.at += n;
         Ok(n)
     }
+}
+
+/// The most bytes `compressed` snappy bytes can expand to: a 3-byte copy element
+/// yields at most 64 bytes. A header claiming more is forged, and is refused
+/// before anything is allocated for it.
+fn snappy_expansion_max(compressed: usize) -> usize {
+    compressed.saturating_mul(22).saturating_add(64)
 }
 
 /// Checks the records of one verified batch (`batch` holds exactly the batch).

@@ -338,3 +338,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn under_flush_always_records_are_readable_only_once_fsynced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(1 << 20);
+    cfg.flush = FlushPolicy::Always;
+    let log = open(tmp.path(), cfg);
+    let batch = build_batch(&[b"durable"], 0, (-1, -1, -1));
+    let appended = log
+        .append(&VerifiedBatches::new(&batch, 1 << 20).unwrap(), 0)
+        .unwrap();
+    assert_eq!(log.log_end_offset(), 1);
+    assert_eq!(log.visible_end_offset(), 0);
+    assert!(matches!(log.read(0, 1 << 20).unwrap(), ReadOutcome::AtEnd));
+    log.sync_through(appended.seq).unwrap();
+    assert_eq!(log.visible_end_offset(), 1);
+    assert_eq!(read_all(&log, 0, 1 << 20).len(), 1);
+}
+
+#[test]
+fn a_closed_log_refuses_appends_and_retention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open(tmp.path(), config(1 << 20));
+    append_values(&log, &[b"x"], 0);
+    log.close();
+    let batch = build_batch(&[b"y"], 0, (-1, -1, -1));
+    assert!(log
+        .append(&VerifiedBatches::new(&batch, 1 << 20).unwrap(), 0)
+        .is_err());
+    assert!(log.apply_retention(i64::MAX / 2).is_err());
+}
+
+#[test]
+fn sparse_offset_deltas_are_refused() {
+    let mut batch = build_batch(&[b"a"], 0, (-1, -1, -1));
+    batch[23..27].copy_from_slice(&(1i32 << 30).to_be_bytes());
+    let crc = sluice_storage::batch::compute_crc(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(VerifiedBatches::new(&batch, 1 << 20).is_err());
+}

@@ -121,6 +121,13 @@ impl ServeArgs {
             max_message_bytes: file.max_message_bytes.unwrap_or(defaults.max_message_bytes),
             ..defaults
         };
+        if !(sluice_core::topic_config::SEGMENT_BYTES_RANGE).contains(&log_defaults.segment_bytes) {
+            bail!(
+                "segment_bytes must be between {} and {}",
+                sluice_core::topic_config::SEGMENT_BYTES_RANGE.start(),
+                sluice_core::topic_config::SEGMENT_BYTES_RANGE.end()
+            );
+        }
         let default_partitions = self
             .default_partitions
             .or(file.default_partitions)

@@ -52,7 +52,7 @@ pub(crate) async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<FetchedTopic> {
     );
     loop {
         let (response, bytes, errors) = read_once(ctx, &names, &wanted, max_bytes);
-        if bytes >= min_bytes.max(1) || errors || tokio::time::Instant::now() >= deadline {
+        if bytes >= min_bytes || errors || tokio::time::Instant::now() >= deadline {
             return response;
         }
         if tokio::time::timeout_at(deadline, watch.changed())
