@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use sluice_storage::{
-    Appended, Durability, LogConfig, PartitionLog, Recovery, StorageError, VerifiedBatches,
+    Appended, BatchHeader, Durability, LogConfig, PartitionLog, Recovery, StorageError,
+    VerifiedBatches,
 };
 
 /// Identifies a broker in the cluster.
@@ -26,14 +27,16 @@ pub struct PartitionReplica {
 }
 
 impl PartitionReplica {
-    /// Opens the local log of the partition and recovers it.
+    /// Opens the local log of the partition and recovers it; `visit` sees the
+    /// headers of the most recent batches (see [`PartitionLog::open_visiting`]).
     pub fn open(
         node: NodeId,
         dir: &Path,
         config: LogConfig,
         now_ms: i64,
+        visit: &mut dyn FnMut(&BatchHeader),
     ) -> Result<(Self, Recovery), StorageError> {
-        let (log, recovery) = PartitionLog::open(dir, config, now_ms)?;
+        let (log, recovery) = PartitionLog::open_visiting(dir, config, now_ms, visit)?;
         Ok((PartitionReplica { node, log }, recovery))
     }
 

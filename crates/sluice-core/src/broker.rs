@@ -311,8 +311,14 @@ impl Broker {
         now: i64,
     ) -> Result<Partition, CoreError> {
         let dir = topic_dir.join(index.to_string());
-        let (replica, recovery) =
-            PartitionReplica::open(NodeId(self.inner.config.node_id), &dir, config, now)?;
+        let mut producers = crate::producer_state::ProducerStates::default();
+        let (replica, recovery) = PartitionReplica::open(
+            NodeId(self.inner.config.node_id),
+            &dir,
+            config,
+            now,
+            &mut |header| producers.record(header),
+        )?;
         if recovery.truncated_bytes > 0 {
             tracing::warn!(
                 dir = %dir.display(),
@@ -321,12 +327,7 @@ impl Broker {
             );
         }
         let partition = Partition::new(index, replica);
-        {
-            let mut producers = partition.producers.lock();
-            for header in &recovery.tail_batches {
-                producers.record(header);
-            }
-        }
+        *partition.producers.lock() = producers;
         Ok(partition)
     }
 

@@ -146,6 +146,18 @@ impl SegmentIndex {
         }
     }
 
+    /// The first entry at or after byte `position`, as (relative offset,
+    /// position); the last entry when none is, (0, 0) when there are none.
+    pub fn entry_at_or_after(&self, position: u64) -> (u32, u32) {
+        let n = self
+            .entries
+            .partition_point(|e| u64::from(e.position) < position);
+        self.entries
+            .get(n)
+            .or(self.entries.last())
+            .map_or((0, 0), |e| (e.relative_offset, e.position))
+    }
+
     /// Largest timestamp of the batches before the last indexed one (-1 when none).
     pub fn timestamp_before_last(&self) -> i64 {
         self.entries.last().map_or(-1, |e| e.timestamp_before)

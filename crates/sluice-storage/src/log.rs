@@ -112,10 +112,11 @@ pub enum ReadOutcome {
 pub struct Recovery {
     /// Bytes cut from the tail because they did not form a valid batch.
     pub truncated_bytes: u64,
-    /// Headers of the batches in the tail segment, oldest first (to rebuild
-    /// producer state).
-    pub tail_batches: Vec<BatchHeader>,
 }
+
+/// How far back before the tail segment recovery shows batch headers to the
+/// caller (to rebuild producer state across a recent roll).
+pub const RECENT_HEADERS_BYTES: u64 = 64 << 20;
 
 /// What a retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -174,6 +175,18 @@ impl PartitionLog {
         config: LogConfig,
         now_ms: i64,
     ) -> Result<(Self, Recovery), StorageError> {
+        Self::open_visiting(dir, config, now_ms, &mut |_| {})
+    }
+
+    /// Like [`PartitionLog::open`], and shows `visit` the header of every batch in
+    /// the tail segment and in about the last [`RECENT_HEADERS_BYTES`] of the one
+    /// before it, oldest first, without collecting them.
+    pub fn open_visiting(
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+        visit: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(Self, Recovery), StorageError> {
         std::fs::create_dir_all(dir).at(dir)?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).at(dir)? {
@@ -194,17 +207,20 @@ impl PartitionLog {
         for (i, (base, path)) in bases.iter().enumerate() {
             let tail = i + 1 == bases.len();
             let next_hint = bases.get(i + 1).map(|(b, _)| *b);
-            let (segment, headers, truncated) = Segment::open(
+            let (segment, truncated) = Segment::open(
                 path,
                 *base,
                 tail,
                 next_hint,
                 config.index_interval_bytes,
                 now_ms,
+                visit,
             )?;
+            if i + 2 == bases.len() {
+                segment.visit_recent(RECENT_HEADERS_BYTES, visit)?;
+            }
             if tail {
                 recovery.truncated_bytes = truncated;
-                recovery.tail_batches = headers;
             }
             segments.push(segment);
         }

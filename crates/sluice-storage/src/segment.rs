@@ -36,10 +36,60 @@ pub(crate) struct Segment {
 /// Outcome of scanning a segment file.
 struct Scan {
     valid_bytes: u64,
-    next_offset: i64,
-    max_timestamp: i64,
     first_timestamp: Option<i64>,
-    headers: Vec<(BatchHeader, u64)>,
+}
+
+/// Walks whole batches of `file` from `start` = (position, offset of the batch
+/// there) up to `end` bytes, reading in large chunks; with `verify`, checks each
+/// CRC. Stops at the first incomplete, invalid or non-contiguous batch and returns
+/// the position after the last good one.
+fn walk_batches(
+    file: &File,
+    path: &Path,
+    start: (u64, i64),
+    end: u64,
+    verify: bool,
+    visit: &mut dyn FnMut(&BatchHeader, u64),
+) -> Result<u64, StorageError> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_start: u64 = start.0;
+    let (mut position, mut next_offset) = start;
+    loop {
+        let in_buf = (position - buf_start) as usize;
+        let need = if buf.len() >= in_buf + BATCH_HEADER_BYTES {
+            match BatchHeader::parse(&buf[in_buf..]) {
+                Ok(h) => h.total_bytes(),
+                Err(_) => break,
+            }
+        } else {
+            BATCH_HEADER_BYTES
+        };
+        if position + need as u64 > end {
+            break;
+        }
+        if buf.len() < in_buf + need {
+            let want = need.max(SCAN_CHUNK_BYTES).min((end - position) as usize);
+            buf.resize(want, 0);
+            file.read_exact_at(&mut buf, position).at(path)?;
+            buf_start = position;
+            continue;
+        }
+        let bytes = &buf[in_buf..in_buf + need];
+        let header = if verify {
+            verify_batch(bytes)
+        } else {
+            BatchHeader::parse(bytes)
+        };
+        let header = match header {
+            Ok(h) if need == h.total_bytes() && h.base_offset == next_offset => h,
+            // A batch that does not continue the offsets is as bad as a torn one.
+            _ => break,
+        };
+        visit(&header, position);
+        next_offset = header.last_offset() + 1;
+        position += need as u64;
+    }
+    Ok(position)
 }
 
 impl Segment {
@@ -69,10 +119,11 @@ impl Segment {
     }
 
     /// Opens an existing segment. A `tail` segment is fully verified (CRC of every
-    /// batch) and cut at the first bad byte; its indexes are rebuilt. A sealed
-    /// segment trusts consistent index files and is only scanned when they are
-    /// missing or stale. `next_offset_hint` is the following segment's base offset.
-    /// Returns the segment and, for a tail, the headers of its batches.
+    /// batch) and cut at the first bad byte; its indexes are rebuilt as it is
+    /// scanned. A sealed segment trusts consistent index files and is only scanned
+    /// when they are missing or stale. `next_offset_hint` is the following
+    /// segment's base offset. `visit` sees every batch of a tail segment, in
+    /// order. Returns the segment and the bytes cut from its end.
     pub fn open(
         path: &Path,
         base_offset: i64,
@@ -80,7 +131,8 @@ impl Segment {
         next_offset_hint: Option<i64>,
         index_interval_bytes: u64,
         now_ms: i64,
-    ) -> Result<(Self, Vec<BatchHeader>, u64), StorageError> {
+        visit: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(Self, u64), StorageError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -103,10 +155,12 @@ impl Segment {
             if let Some(next) = next_offset_hint {
                 segment.next_offset = next;
                 segment.max_timestamp = segment.scan_max_timestamp_from_last_entry()?;
-                return Ok((segment, Vec::new(), 0));
+                return Ok((segment, 0));
             }
         }
-        let scan = segment.scan(tail)?;
+        let mut ignore = |_: &BatchHeader| {};
+        let visit: &mut dyn FnMut(&BatchHeader) = if tail { visit } else { &mut ignore };
+        let scan = segment.rebuild(tail, index_interval_bytes, visit)?;
         let truncated = file_bytes - scan.valid_bytes;
         if truncated > 0 {
             tracing::warn!(
@@ -122,19 +176,7 @@ impl Segment {
         if let Some(ts) = scan.first_timestamp {
             segment.created_ms = ts.min(now_ms);
         }
-        segment.index.clear()?;
-        segment.bytes_since_index = 0;
-        for (header, position) in &scan.headers {
-            segment.note_batch(header, *position, index_interval_bytes)?;
-        }
-        debug_assert_eq!(segment.next_offset, scan.next_offset);
-        debug_assert_eq!(segment.max_timestamp, scan.max_timestamp);
-        let headers = if tail {
-            scan.headers.into_iter().map(|(h, _)| h).collect()
-        } else {
-            Vec::new()
-        };
-        Ok((segment, headers, truncated))
+        Ok((segment, truncated))
     }
 
     /// The largest timestamp of a sealed segment: the time index knows every batch
@@ -150,61 +192,63 @@ impl Segment {
         Ok(max_ts)
     }
 
-    /// Walks the batches of the file from the start, optionally verifying CRCs, and
-    /// stops at the first incomplete or invalid batch.
-    fn scan(&self, verify: bool) -> Result<Scan, StorageError> {
-        let file_bytes = self.size;
-        let mut scan = Scan {
-            valid_bytes: 0,
-            next_offset: self.base_offset,
-            max_timestamp: -1,
-            first_timestamp: None,
-            headers: Vec::new(),
-        };
-        let mut buf: Vec<u8> = Vec::new();
-        let mut buf_start: u64 = 0;
-        let mut position: u64 = 0;
-        loop {
-            let in_buf = (position - buf_start) as usize;
-            let need = if buf.len() >= in_buf + BATCH_HEADER_BYTES {
-                match BatchHeader::parse(&buf[in_buf..]) {
-                    Ok(h) => h.total_bytes(),
-                    Err(_) => break,
+    /// Rebuilds the indexes, next offset and max timestamp by walking the batches
+    /// from the start (verifying CRCs when asked); stops at the first incomplete or
+    /// invalid batch, so every batch indexed and visited is valid.
+    fn rebuild(
+        &mut self,
+        verify: bool,
+        index_interval_bytes: u64,
+        visit: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<Scan, StorageError> {
+        self.index.clear()?;
+        self.bytes_since_index = 0;
+        self.next_offset = self.base_offset;
+        self.max_timestamp = -1;
+        let mut first_timestamp = None;
+        let file = self.file.clone();
+        let path = self.path.clone();
+        let mut noted: Result<(), StorageError> = Ok(());
+        let valid_bytes = walk_batches(
+            &file,
+            &path,
+            (0, self.base_offset),
+            self.size,
+            verify,
+            &mut |header, position| {
+                first_timestamp.get_or_insert(header.base_timestamp);
+                if noted.is_ok() {
+                    noted = self.note_batch(header, position, index_interval_bytes);
                 }
-            } else {
-                BATCH_HEADER_BYTES
-            };
-            if position + need as u64 > file_bytes {
-                break;
-            }
-            if buf.len() < in_buf + need {
-                let want = need
-                    .max(SCAN_CHUNK_BYTES)
-                    .min((file_bytes - position) as usize);
-                buf.resize(want, 0);
-                self.file.read_exact_at(&mut buf, position).at(&self.path)?;
-                buf_start = position;
-                continue;
-            }
-            let bytes = &buf[in_buf..in_buf + need];
-            let header = if verify {
-                verify_batch(bytes)
-            } else {
-                BatchHeader::parse(bytes)
-            };
-            let header = match header {
-                Ok(h) if need == h.total_bytes() && h.base_offset == scan.next_offset => h,
-                // A batch that does not continue the offsets is as bad as a torn one.
-                _ => break,
-            };
-            scan.first_timestamp.get_or_insert(header.base_timestamp);
-            scan.max_timestamp = scan.max_timestamp.max(header.max_timestamp);
-            scan.next_offset = header.last_offset() + 1;
-            scan.headers.push((header, position));
-            position += need as u64;
-            scan.valid_bytes = position;
-        }
-        Ok(scan)
+                visit(header);
+            },
+        )?;
+        noted?;
+        Ok(Scan {
+            valid_bytes,
+            first_timestamp,
+        })
+    }
+
+    /// Visits the headers of the batches in (about) the last `bytes_max` bytes of
+    /// a sealed segment, starting at an indexed batch boundary.
+    pub fn visit_recent(
+        &self,
+        bytes_max: u64,
+        visit: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(), StorageError> {
+        let (relative, position) = self
+            .index
+            .entry_at_or_after(self.size.saturating_sub(bytes_max));
+        walk_batches(
+            &self.file,
+            &self.path,
+            (u64::from(position), self.base_offset + i64::from(relative)),
+            self.size,
+            false,
+            &mut |header, _| visit(header),
+        )?;
+        Ok(())
     }
 
     /// Accounts for a batch written at `position`: adds an index entry when an index
