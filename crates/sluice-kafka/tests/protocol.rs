@@ -344,3 +344,65 @@ async fn bad_frames_close_only_their_connection() {
     healthy(b.addr).await;
     let _ = b.stop.send(true);
 }
+
+async fn commit_raw(
+    c: &mut Client,
+    group: &str,
+    generation: i32,
+    member: &str,
+    topic: &str,
+    partition: i32,
+) -> i16 {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let req = kafka_protocol::messages::OffsetCommitRequest::default()
+        .with_group_id(kafka_protocol::messages::GroupId(StrBytes::from_string(
+            group.into(),
+        )))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(StrBytes::from_string(member.into()))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(11)])]);
+    let resp = c.call(&req, 8).await;
+    resp.topics[0].partitions[0].error_code
+}
+
+async fn fetch_committed(c: &mut Client, group: &str, topic: &str) -> i64 {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    let req = kafka_protocol::messages::OffsetFetchRequest::default()
+        .with_group_id(kafka_protocol::messages::GroupId(StrBytes::from_string(
+            group.into(),
+        )))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(name(topic))
+            .with_partition_indexes(vec![0])]));
+    let resp = c.call(&req, 7).await;
+    resp.topics[0].partitions[0].committed_offset
+}
+
+#[tokio::test]
+async fn bad_commits_get_group_error_codes_and_change_nothing() {
+    let b = start().await;
+    let mut c = Client::connect(b.addr).await;
+    produce(
+        &mut c,
+        "committed",
+        Bytes::from(build_batch(&[b"x"], 1, (-1, -1, -1))),
+    )
+    .await;
+    assert_eq!(fetch_committed(&mut c, "g", "committed").await, -1);
+    assert_eq!(commit_raw(&mut c, "g", -1, "", "committed", 0).await, 0);
+    assert_eq!(fetch_committed(&mut c, "g", "committed").await, 11);
+    // Stale or unknown membership: the group has no generation 5, no member "m".
+    assert_eq!(commit_raw(&mut c, "g", 5, "", "committed", 0).await, 22);
+    assert_eq!(commit_raw(&mut c, "g", -1, "m", "committed", 0).await, 25);
+    assert_eq!(commit_raw(&mut c, "", -1, "", "committed", 0).await, 24);
+    assert_eq!(commit_raw(&mut c, "g", -1, "", "committed", 9).await, 3);
+    assert_eq!(commit_raw(&mut c, "g", -1, "", "no-such-topic", 0).await, 3);
+    assert_eq!(fetch_committed(&mut c, "g", "committed").await, 11);
+    let _ = b.stop.send(true);
+}
