@@ -812,29 +812,31 @@ impl Broker {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = flush_timer.tick() => {
-                    let parts = self.all_partitions();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let now = now_ms();
-                        for p in parts {
-                            if let Err(e) = p.replica.log().flush_if_due(now) {
-                                tracing::error!(error = %e, "interval flush failed");
-                            }
-                        }
-                    }).await;
+                    self.for_each_log("interval flush", |log, now| log.flush_if_due(now).map(|_| ())).await;
                 }
                 _ = retention_timer.tick() => {
-                    let parts = self.all_partitions();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let now = now_ms();
-                        for p in parts {
-                            if let Err(e) = p.replica.log().apply_retention(now) {
-                                tracing::error!(error = %e, "retention failed");
-                            }
-                        }
-                    }).await;
+                    self.for_each_log("retention", |log, now| log.apply_retention(now).map(|_| ())).await;
                 }
             }
         }
+    }
+
+    /// Runs `task` on every partition's log on a blocking thread, logging failures.
+    async fn for_each_log(
+        &self,
+        what: &'static str,
+        task: fn(&sluice_storage::PartitionLog, i64) -> Result<(), StorageError>,
+    ) {
+        let parts = self.all_partitions();
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            for p in parts {
+                if let Err(e) = task(p.replica.log(), now) {
+                    tracing::error!(error = %e, task = what, "maintenance failed");
+                }
+            }
+        })
+        .await;
     }
 
     /// Size and offsets of every partition, for monitoring.

@@ -13,9 +13,18 @@ use crate::errors::error_code;
 use crate::server::Ctx;
 
 /// Config source of a topic override in responses (DYNAMIC_TOPIC_CONFIG).
-pub(crate) const SOURCE_TOPIC: i8 = 1;
+const SOURCE_TOPIC: i8 = 1;
 /// Config source of a broker default (DEFAULT_CONFIG).
-pub(crate) const SOURCE_DEFAULT: i8 = 5;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// The protocol's config source of an entry.
+pub(crate) fn config_source(is_override: bool) -> i8 {
+    if is_override {
+        SOURCE_TOPIC
+    } else {
+        SOURCE_DEFAULT
+    }
+}
 
 pub(crate) fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let topics = req
@@ -58,11 +67,7 @@ pub(crate) fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsRespons
                             CreatableTopicConfigs::default()
                                 .with_name(s(e.name))
                                 .with_value(Some(s(e.value)))
-                                .with_config_source(if e.is_override {
-                                    SOURCE_TOPIC
-                                } else {
-                                    SOURCE_DEFAULT
-                                })
+                                .with_config_source(config_source(e.is_override))
                         })
                         .collect();
                     result

@@ -6,7 +6,7 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::ResponseError;
 
-use super::create_topics::{SOURCE_DEFAULT, SOURCE_TOPIC};
+use super::create_topics::config_source;
 use super::{s, RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::errors::error_code;
 use crate::server::Ctx;
@@ -47,11 +47,7 @@ pub(crate) fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> DescribeConfigsR
                                     DescribeConfigsResourceResult::default()
                                         .with_name(s(e.name))
                                         .with_value(Some(s(e.value)))
-                                        .with_config_source(if e.is_override {
-                                            SOURCE_TOPIC
-                                        } else {
-                                            SOURCE_DEFAULT
-                                        })
+                                        .with_config_source(config_source(e.is_override))
                                         .with_config_type(config_type(e.name))
                                 })
                                 .collect(),
