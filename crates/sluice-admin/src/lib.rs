@@ -3,7 +3,10 @@
 //! - `GET /healthz`: `ok` while the broker serves.
 //! - `GET /api/topics`: every topic with its partitions, offsets and sizes.
 //! - `GET /api/topics/{name}`: one topic, with its configs.
-//! - `GET /metrics`: Prometheus text exposition of partition offsets and sizes.
+//! - `GET /api/groups`: consumer groups with their total lag.
+//! - `GET /api/groups/{group}`: a group's committed offset, log end and lag per partition.
+//! - `GET /metrics`: Prometheus text exposition of partition offsets and sizes, and
+//!   consumer group lag.
 
 use std::fmt::Write;
 use std::future::Future;
@@ -14,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use sluice_core::{Broker, PartitionStats};
+use sluice_core::{Broker, PartitionLag, PartitionStats};
 use tokio::net::TcpListener;
 
 #[derive(Serialize)]
@@ -31,6 +34,8 @@ pub fn router(broker: Broker) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/topics", get(list_topics))
         .route("/api/topics/{name}", get(describe_topic))
+        .route("/api/groups", get(list_groups))
+        .route("/api/groups/{group}", get(describe_group))
         .route("/metrics", get(metrics))
         .with_state(broker)
 }
@@ -81,8 +86,58 @@ async fn describe_topic(State(broker): State<Broker>, Path(name): Path<String>) 
     Json(view).into_response()
 }
 
+/// A Prometheus label value: backslash, quote and newline escaped (group ids are
+/// arbitrary client strings; topic names are restricted and need none).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Reads one gauge's value off a partition.
 type Gauge = fn(&PartitionStats) -> String;
+
+#[derive(Serialize)]
+struct GroupView {
+    group: String,
+    state: &'static str,
+    lag: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitions: Option<Vec<PartitionLag>>,
+}
+
+/// The state of every group the broker knows today: none has active members.
+const GROUP_STATE: &str = "Empty";
+
+async fn list_groups(State(broker): State<Broker>) -> Json<Vec<GroupView>> {
+    Json(
+        broker
+            .list_groups()
+            .into_iter()
+            .map(|group| GroupView {
+                lag: broker.group_lag(&group).iter().map(|p| p.lag).sum(),
+                group,
+                state: GROUP_STATE,
+                partitions: None,
+            })
+            .collect(),
+    )
+}
+
+async fn describe_group(State(broker): State<Broker>, Path(group): Path<String>) -> Response {
+    let partitions = broker.group_lag(&group);
+    if partitions.is_empty() {
+        return (StatusCode::NOT_FOUND, format!("no group {group}\n")).into_response();
+    }
+    Json(GroupView {
+        lag: partitions.iter().map(|p| p.lag).sum(),
+        group,
+        state: GROUP_STATE,
+        partitions: Some(partitions),
+    })
+    .into_response()
+}
 
 async fn metrics(State(broker): State<Broker>) -> Response {
     let stats = broker.partition_stats();
@@ -130,5 +185,86 @@ async fn metrics(State(broker): State<Broker>) -> Response {
         out,
         "# HELP sluice_topics Topics on this broker.\n# TYPE sluice_topics gauge\nsluice_topics {topics}"
     );
+    let _ = writeln!(
+        out,
+        "# HELP sluice_group_lag Log end offset minus committed offset.\n# TYPE sluice_group_lag gauge"
+    );
+    for group in broker.list_groups() {
+        for p in broker.group_lag(&group) {
+            let _ = writeln!(
+                out,
+                "sluice_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+                label(&group),
+                p.topic,
+                p.partition,
+                p.lag
+            );
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::{BrokerConfig, CommittedOffset, TopicConfig};
+    use sluice_storage::batch::build_batch;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    #[test]
+    fn labels_escape_quotes_backslashes_and_newlines() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[tokio::test]
+    async fn groups_report_committed_offsets_and_lag() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig::new(dir.path().to_path_buf())).unwrap();
+        broker
+            .create_topic("t", 1, 1, TopicConfig::default(), false)
+            .unwrap();
+        let batch = build_batch(&[b"a", b"b", b"c", b"d", b"e"], 1, (-1, -1, -1));
+        broker.produce("t", 0, &batch).await.unwrap();
+        let committed = CommittedOffset {
+            offset: 2,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 1,
+        };
+        broker
+            .commit_offsets("g\"1", -1, "", vec![("t".into(), 0, committed)])
+            .await
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, broker, std::future::pending()));
+        let (status, body) = get(addr, "/api/groups").await;
+        assert_eq!(status, 200);
+        let groups: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(groups[0]["group"], "g\"1");
+        assert_eq!(groups[0]["lag"], 3);
+        let (status, body) = get(addr, "/api/groups/g%221").await;
+        assert_eq!(status, 200);
+        let group: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(group["partitions"][0]["committed_offset"], 2);
+        assert_eq!(group["partitions"][0]["log_end_offset"], 5);
+        assert_eq!(get(addr, "/api/groups/none").await.0, 404);
+        let (_, metrics) = get(addr, "/metrics").await;
+        assert!(
+            metrics.contains("sluice_group_lag{group=\"g\\\"1\",topic=\"t\",partition=\"0\"} 3"),
+            "{metrics}"
+        );
+    }
 }

@@ -101,6 +101,18 @@ pub struct PartitionRead {
     pub records: Option<FileSlice>,
 }
 
+/// A group's progress on one partition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    pub committed_offset: i64,
+    /// -1 when the partition no longer exists.
+    pub log_end_offset: i64,
+    pub lag: i64,
+    pub metadata: String,
+}
+
 /// Size and offsets of one partition.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionStats {
@@ -920,6 +932,31 @@ impl Broker {
         group: &str,
     ) -> std::collections::BTreeMap<(String, i32), CommittedOffset> {
         self.inner.offsets.fetch(group)
+    }
+
+    /// Per committed partition of a group: progress and lag (log end − committed,
+    /// counted from the visible end; 0 when the partition no longer exists).
+    pub fn group_lag(&self, group: &str) -> Vec<PartitionLag> {
+        self.committed_offsets(group)
+            .into_iter()
+            .map(|((topic, partition), c)| {
+                let log_end_offset = self
+                    .partition_offsets(&topic, partition)
+                    .map_or(-1, |(_, end)| end);
+                PartitionLag {
+                    lag: if log_end_offset >= 0 && c.offset >= 0 {
+                        (log_end_offset - c.offset).max(0)
+                    } else {
+                        0
+                    },
+                    topic,
+                    partition,
+                    committed_offset: c.offset,
+                    log_end_offset,
+                    metadata: c.metadata,
+                }
+            })
+            .collect()
     }
 
     /// Groups known to the broker (today: those with committed offsets).

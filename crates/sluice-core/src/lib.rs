@@ -16,7 +16,7 @@ pub mod topic_config;
 
 pub use broker::{
     now_ms, AppendWatch, Broker, BrokerConfig, ConfigChange, OffsetQuery, PartitionInfo,
-    PartitionRead, PartitionStats, Produced, TopicInfo,
+    PartitionLag, PartitionRead, PartitionStats, Produced, TopicInfo,
 };
 pub use error::CoreError;
 pub use offsets::CommittedOffset;
