@@ -31,9 +31,14 @@ impl Broker {
     /// Starts a broker on a free port; tries another port if the chosen one was taken
     /// between picking it and the broker binding it.
     fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// Starts a broker with extra `sluice serve` flags.
+    fn start_with(extra: &[&str]) -> Broker {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS_MAX {
-            match Broker::try_start() {
+            match Broker::try_start(extra) {
                 Ok(broker) => return broker,
                 Err(failure) if failure.contains("Address already in use") => {
                     failures.push(failure)
@@ -47,7 +52,7 @@ impl Broker {
         );
     }
 
-    fn try_start() -> Result<Broker, String> {
+    fn try_start(extra: &[&str]) -> Result<Broker, String> {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
@@ -57,6 +62,7 @@ impl Broker {
             .args(["serve", "--data-dir"])
             .arg(data_dir.path().join("data"))
             .args(["--kafka-listen", &addr, "--http-listen", "127.0.0.1:0"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -440,12 +446,102 @@ fn consume_from_an_offset_skips_earlier_records() {
 }
 
 #[test]
-fn producing_to_a_missing_topic_fails_by_name() {
+fn producing_to_a_missing_topic_creates_it_when_the_broker_auto_creates() {
     let broker = Broker::start();
+    let output = broker.cli(&["produce", "fresh"], b"x\ny\n");
+    assert!(output.status.success(), "stderr: {}", output.stderr);
+    let stdout = broker.ok(&[
+        "consume",
+        "fresh",
+        "--from-beginning",
+        "--max-messages",
+        "2",
+    ]);
+    assert_eq!(stdout, "x\ny\n");
+}
+
+#[test]
+fn producing_to_a_missing_topic_fails_by_name() {
+    let broker = Broker::start_with(&["--auto-create-topics", "false"]);
     let output = broker.cli(&["produce", "nowhere"], b"x\n");
     assert!(!output.status.success());
     assert!(
         output.stderr.contains("UNKNOWN_TOPIC_OR_PARTITION"),
+        "stderr: {}",
+        output.stderr
+    );
+}
+
+#[test]
+fn group_reset_describe_and_delete_work_on_committed_offsets() {
+    let broker = Broker::start();
+    broker.ok(&["topic", "create", "gt", "--partitions", "2"]);
+    let lines: String = (0..40).map(|i| format!("k{i}:v{i}\n")).collect();
+    let output = broker.cli(
+        &["produce", "gt", "--key-separator", ":", "--partition", "0"],
+        lines.as_bytes(),
+    );
+    assert!(output.status.success(), "stderr: {}", output.stderr);
+    broker.ok(&[
+        "group",
+        "reset-offsets",
+        "g",
+        "--topic",
+        "gt",
+        "--to-offset",
+        "10",
+    ]);
+    let described: serde_json::Value =
+        serde_json::from_str(&broker.ok(&["group", "describe", "g", "--json"])).unwrap();
+    assert_eq!(described["state"], "Empty");
+    let p0 = &described["partitions"][0];
+    assert_eq!(
+        (
+            p0["committed_offset"].as_i64(),
+            p0["log_end_offset"].as_i64()
+        ),
+        (Some(10), Some(40))
+    );
+    assert_eq!(p0["lag"].as_i64(), Some(30));
+    // Partition 1 is empty: clamped to 0.
+    assert_eq!(
+        described["partitions"][1]["committed_offset"].as_i64(),
+        Some(0)
+    );
+    assert_eq!(described["lag"].as_i64(), Some(30));
+    broker.ok(&[
+        "group",
+        "reset-offsets",
+        "g",
+        "--topic",
+        "gt",
+        "--shift-by",
+        "-4",
+    ]);
+    let described: serde_json::Value =
+        serde_json::from_str(&broker.ok(&["group", "describe", "g", "--json"])).unwrap();
+    assert_eq!(
+        described["partitions"][0]["committed_offset"].as_i64(),
+        Some(6)
+    );
+    broker.ok(&[
+        "group",
+        "reset-offsets",
+        "g",
+        "--topic",
+        "gt",
+        "--to-latest",
+    ]);
+    let described: serde_json::Value =
+        serde_json::from_str(&broker.ok(&["group", "describe", "g", "--json"])).unwrap();
+    assert_eq!(described["lag"].as_i64(), Some(0));
+    let listed = broker.ok(&["group", "list", "--json"]);
+    assert!(listed.contains("\"group\":\"g\""), "{listed}");
+    broker.ok(&["group", "delete", "g"]);
+    let output = broker.cli(&["group", "delete", "g"], b"");
+    assert!(!output.status.success());
+    assert!(
+        output.stderr.contains("GROUP_ID_NOT_FOUND"),
         "stderr: {}",
         output.stderr
     );

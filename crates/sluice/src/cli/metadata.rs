@@ -98,9 +98,29 @@ pub async fn list_topics(client: &mut Client) -> anyhow::Result<Vec<TopicInfo>> 
 
 /// Describes one topic; fails with UNKNOWN_TOPIC_OR_PARTITION when it does not exist.
 pub async fn describe_topic(client: &mut Client, name: &str) -> anyhow::Result<TopicInfo> {
+    describe_topic_with(client, name, false).await
+}
+
+/// Describes one topic, letting the broker create it if its auto-creation is on
+/// (as producers do).
+pub async fn describe_or_create_topic(
+    client: &mut Client,
+    name: &str,
+) -> anyhow::Result<TopicInfo> {
+    describe_topic_with(client, name, true).await
+}
+
+async fn describe_topic_with(
+    client: &mut Client,
+    name: &str,
+    auto_create: bool,
+) -> anyhow::Result<TopicInfo> {
     let version = client.version::<MetadataRequest>()?;
     let wanted = MetadataRequestTopic::default().with_name(Some(topic_name(name)));
-    let request = metadata_request(Some(vec![wanted]), version);
+    let mut request = metadata_request(Some(vec![wanted]), version);
+    if version >= 4 {
+        request = request.with_allow_auto_topic_creation(auto_create);
+    }
     let response = client.send_version(&request, version).await?;
     let topic = response
         .topics

@@ -2,6 +2,7 @@
 
 mod client;
 mod consume;
+mod group;
 mod metadata;
 mod murmur2;
 mod output;
@@ -39,6 +40,15 @@ pub enum Command {
         #[command(subcommand)]
         action: topic::TopicCommand,
     },
+    /// List, describe, delete consumer groups and reset their offsets.
+    Group {
+        /// Connection and output options.
+        #[command(flatten)]
+        common: CommonArgs,
+        /// What to do.
+        #[command(subcommand)]
+        action: group::GroupCommand,
+    },
     /// Send lines read from standard input as records.
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
@@ -49,6 +59,7 @@ pub enum Command {
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Topic { common, action } => topic::run(&common, action).await,
+        Command::Group { common, action } => group::run(&common, action).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
     }

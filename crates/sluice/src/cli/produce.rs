@@ -475,7 +475,7 @@ impl Progress {
 /// Runs `sluice produce`.
 pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let mut client = Client::connect(&args.common.bootstrap).await?;
-    let topic = metadata::describe_topic(&mut client, &args.topic).await?;
+    let topic = metadata::describe_or_create_topic(&mut client, &args.topic).await?;
     let partition_count = i32::try_from(topic.partitions.len())?;
     if let Some(p) = args.partition {
         if !topic.partitions.iter().any(|info| info.index == p) {
