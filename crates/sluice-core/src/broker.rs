@@ -410,6 +410,15 @@ impl Broker {
         self.inner.topics.read().get(name).cloned()
     }
 
+    /// The topic, or UNKNOWN_TOPIC_OR_PARTITION for a topic-level request.
+    fn existing_topic(&self, name: &str) -> Result<Arc<Topic>, CoreError> {
+        self.get_topic(name)
+            .ok_or_else(|| CoreError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })
+    }
+
     fn get_partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, CoreError> {
         self.get_topic(topic)
             .and_then(|t| t.partition(partition))
@@ -554,12 +563,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), CoreError> {
         let _admin = self.inner.admin.lock();
-        let topic = self
-            .get_topic(name)
-            .ok_or_else(|| CoreError::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            })?;
+        let topic = self.existing_topic(name)?;
         let current = topic.partitions.read().len() as i32;
         if total <= current {
             return Err(CoreError::InvalidPartitions(format!(
@@ -593,12 +597,7 @@ impl Broker {
 
     /// Every known config of a topic with its effective value.
     pub fn describe_topic_config(&self, name: &str) -> Result<Vec<ConfigEntry>, CoreError> {
-        let topic = self
-            .get_topic(name)
-            .ok_or_else(|| CoreError::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            })?;
+        let topic = self.existing_topic(name)?;
         let config = topic.config.read().clone();
         Ok(config.describe(&self.inner.defaults))
     }
@@ -611,12 +610,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), CoreError> {
         let _admin = self.inner.admin.lock();
-        let topic = self
-            .get_topic(name)
-            .ok_or_else(|| CoreError::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            })?;
+        let topic = self.existing_topic(name)?;
         let mut config = topic.config.read().clone();
         for change in changes {
             match change {
@@ -918,12 +912,21 @@ impl Broker {
             }
             results.push(check);
         }
+        self.store_offsets(group, valid).await?;
+        Ok(results)
+    }
+
+    /// Writes offset changes durably on a blocking thread (the store fsyncs).
+    async fn store_offsets(
+        &self,
+        group: &str,
+        entries: Vec<(String, i32, Option<CommittedOffset>)>,
+    ) -> Result<(), CoreError> {
         let broker = self.clone();
         let group = group.to_string();
-        tokio::task::spawn_blocking(move || broker.inner.offsets.commit(&group, &valid, now_ms()))
+        tokio::task::spawn_blocking(move || broker.inner.offsets.commit(&group, &entries, now_ms()))
             .await
-            .map_err(|e| io_err(&self.inner.config.data_dir, std::io::Error::other(e)))??;
-        Ok(results)
+            .map_err(|e| io_err(&self.inner.config.data_dir, std::io::Error::other(e)))?
     }
 
     /// A group's committed offsets, by (topic, partition).
@@ -974,11 +977,7 @@ impl Broker {
         if entries.is_empty() {
             return Err(CoreError::GroupIdNotFound(group.to_string()));
         }
-        let broker = self.clone();
-        let group = group.to_string();
-        tokio::task::spawn_blocking(move || broker.inner.offsets.commit(&group, &entries, now_ms()))
-            .await
-            .map_err(|e| io_err(&self.inner.config.data_dir, std::io::Error::other(e)))?
+        self.store_offsets(group, entries).await
     }
 
     /// Flushes every partition to disk; for a clean shutdown.

@@ -491,8 +491,7 @@ fn group_reset_describe_and_delete_work_on_committed_offsets() {
         "--to-offset",
         "10",
     ]);
-    let described: serde_json::Value =
-        serde_json::from_str(&broker.ok(&["group", "describe", "g", "--json"])).unwrap();
+    let described = broker.json(&["group", "describe", "g"]);
     assert_eq!(described["state"], "Empty");
     let p0 = &described["partitions"][0];
     assert_eq!(
@@ -518,8 +517,7 @@ fn group_reset_describe_and_delete_work_on_committed_offsets() {
         "--shift-by",
         "-4",
     ]);
-    let described: serde_json::Value =
-        serde_json::from_str(&broker.ok(&["group", "describe", "g", "--json"])).unwrap();
+    let described = broker.json(&["group", "describe", "g"]);
     assert_eq!(
         described["partitions"][0]["committed_offset"].as_i64(),
         Some(6)
@@ -532,8 +530,7 @@ fn group_reset_describe_and_delete_work_on_committed_offsets() {
         "gt",
         "--to-latest",
     ]);
-    let described: serde_json::Value =
-        serde_json::from_str(&broker.ok(&["group", "describe", "g", "--json"])).unwrap();
+    let described = broker.json(&["group", "describe", "g"]);
     assert_eq!(described["lag"].as_i64(), Some(0));
     let listed = broker.ok(&["group", "list", "--json"]);
     assert!(listed.contains("\"group\":\"g\""), "{listed}");
