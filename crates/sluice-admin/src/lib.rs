@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use sluice_core::{Broker, PartitionLag, PartitionStats};
+use sluice_core::{Broker, GroupDescription, GroupKind, PartitionLag, PartitionStats};
 use tokio::net::TcpListener;
 
 #[derive(Serialize)]
@@ -102,41 +102,74 @@ type Gauge = fn(&PartitionStats) -> String;
 struct GroupView {
     group: String,
     state: &'static str,
+    /// "classic", "consumer" (KIP-848) or "offsets-only" (no members ever joined).
+    protocol: &'static str,
+    /// Classic: the assignor the members chose.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    assignor: String,
+    generation: i32,
+    members: usize,
     lag: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member_details: Option<Vec<MemberView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     partitions: Option<Vec<PartitionLag>>,
 }
 
-/// The state of every group the broker knows today: none has active members.
-const GROUP_STATE: &str = "Empty";
+#[derive(Serialize)]
+struct MemberView {
+    member_id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    host: String,
+    partitions: Vec<(String, i32)>,
+}
+
+fn group_view(broker: &Broker, d: GroupDescription, detailed: bool) -> GroupView {
+    let partitions = broker.group_lag(&d.group_id);
+    GroupView {
+        lag: partitions.iter().map(|p| p.lag).sum(),
+        state: d.state.name(),
+        protocol: match d.kind {
+            GroupKind::Classic => "classic",
+            GroupKind::Consumer => "consumer",
+            GroupKind::OffsetsOnly => "offsets-only",
+        },
+        assignor: d.protocol_name,
+        generation: d.generation,
+        members: d.members.len(),
+        member_details: detailed.then(|| {
+            d.members
+                .into_iter()
+                .map(|m| MemberView {
+                    member_id: m.member_id,
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    host: m.client_host,
+                    partitions: m.assigned,
+                })
+                .collect()
+        }),
+        partitions: detailed.then_some(partitions),
+        group: d.group_id,
+    }
+}
 
 async fn list_groups(State(broker): State<Broker>) -> Json<Vec<GroupView>> {
     Json(
         broker
-            .list_groups()
+            .describe_groups()
             .into_iter()
-            .map(|group| GroupView {
-                lag: broker.group_lag(&group).iter().map(|p| p.lag).sum(),
-                group,
-                state: GROUP_STATE,
-                partitions: None,
-            })
+            .map(|d| group_view(&broker, d, false))
             .collect(),
     )
 }
 
 async fn describe_group(State(broker): State<Broker>, Path(group): Path<String>) -> Response {
-    let partitions = broker.group_lag(&group);
-    if partitions.is_empty() {
-        return (StatusCode::NOT_FOUND, format!("no group {group}\n")).into_response();
+    match broker.describe_group(&group) {
+        Some(d) => Json(group_view(&broker, d, true)).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no group {group}\n")).into_response(),
     }
-    Json(GroupView {
-        lag: partitions.iter().map(|p| p.lag).sum(),
-        group,
-        state: GROUP_STATE,
-        partitions: Some(partitions),
-    })
-    .into_response()
 }
 
 async fn metrics(State(broker): State<Broker>) -> Response {
@@ -244,7 +277,7 @@ mod tests {
             commit_timestamp_ms: 1,
         };
         broker
-            .commit_offsets("g\"1", -1, "", vec![("t".into(), 0, committed)])
+            .commit_offsets("g\"1", -1, "", None, vec![("t".into(), 0, committed)])
             .await
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,6 +1,6 @@
 //! The broker: the one handle every front end talks to.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -17,6 +17,10 @@ use sluice_storage::{
 use tokio::sync::watch;
 
 use crate::error::CoreError;
+use crate::groups::{
+    ConsumerHeartbeat, ConsumerHeartbeatReply, GroupConfig, GroupCoordinator, GroupDescription,
+    GroupKind, GroupState,
+};
 use crate::ids::{random_bytes16, write_atomically, ProducerIdAllocator};
 use crate::names::validate_topic_name;
 use crate::offsets::{CommittedOffset, OffsetStore};
@@ -42,6 +46,8 @@ pub struct BrokerConfig {
     pub log_defaults: LogConfig,
     /// How often retention runs.
     pub retention_check_ms: u64,
+    /// Group coordinator settings.
+    pub groups: GroupConfig,
 }
 
 impl BrokerConfig {
@@ -54,6 +60,7 @@ impl BrokerConfig {
             default_partitions: 1,
             log_defaults: LogConfig::default(),
             retention_check_ms: 300_000,
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -188,7 +195,8 @@ struct Inner {
     /// Serialises topic creation, deletion and partition changes (file work).
     admin: Mutex<()>,
     producer_ids: Mutex<ProducerIdAllocator>,
-    offsets: OffsetStore,
+    offsets: Arc<OffsetStore>,
+    groups: GroupCoordinator,
 }
 
 /// The broker. Cheap to clone; all clones share one state.
@@ -248,7 +256,8 @@ impl Broker {
             std::fs::remove_dir_all(&trash).map_err(|e| io_err(&trash, e))?;
         }
         let producer_ids = ProducerIdAllocator::open(config.data_dir.join("producer_ids"))?;
-        let offsets = OffsetStore::open(&config.data_dir, now_ms())?;
+        let offsets = Arc::new(OffsetStore::open(&config.data_dir, now_ms())?);
+        let groups = GroupCoordinator::open(config.groups.clone(), offsets.clone());
         let defaults = TopicDefaults {
             log: config.log_defaults.clone(),
         };
@@ -260,6 +269,7 @@ impl Broker {
                 admin: Mutex::new(()),
                 producer_ids: Mutex::new(producer_ids),
                 offsets,
+                groups,
                 config,
             }),
         };
@@ -819,9 +829,13 @@ impl Broker {
                 _ = &mut shutdown => return,
                 _ = flush_timer.tick() => {
                     self.for_each_log("interval flush", |log, now| log.flush_if_due(now).map(|_| ())).await;
+                    self.tick_groups();
                 }
                 _ = retention_timer.tick() => {
                     self.for_each_log("retention", |log, now| log.apply_retention(now).map(|_| ())).await;
+                    if let Err(e) = self.expire_offsets(now_ms()).await {
+                        tracing::error!(error = %e, "offset expiry failed");
+                    }
                 }
             }
         }
@@ -870,32 +884,23 @@ impl Broker {
             .collect()
     }
 
-    /// Commits offsets for a group that is not coordinated by the broker (simple
-    /// consumers that assign partitions themselves): `generation` must be -1 and
-    /// `member_id` empty. Each partition gets its own result; the valid ones are
-    /// fsynced together before this returns.
+    /// Commits offsets. A member of a coordinated group commits with its
+    /// generation (classic) or member epoch (consumer protocol) and member id;
+    /// simple consumers and admin tools commit with generation -1 and no member
+    /// id, which is accepted only while the group has no members. Each partition
+    /// gets its own result; the valid ones are fsynced together before this
+    /// returns.
     pub async fn commit_offsets(
         &self,
         group: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         entries: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<Vec<Result<(), CoreError>>, CoreError> {
-        if group.is_empty() {
-            return Err(CoreError::InvalidGroupId(group.to_string()));
-        }
-        if generation != -1 {
-            return Err(CoreError::IllegalGeneration {
-                group: group.to_string(),
-                generation,
-            });
-        }
-        if !member_id.is_empty() {
-            return Err(CoreError::UnknownMemberId {
-                group: group.to_string(),
-                member: member_id.to_string(),
-            });
-        }
+        self.inner
+            .groups
+            .validate_commit(group, generation, member_id, instance_id)?;
         let mut results = Vec::with_capacity(entries.len());
         let mut valid = Vec::new();
         for (topic, partition, committed) in entries {
@@ -962,22 +967,160 @@ impl Broker {
             .collect()
     }
 
-    /// Groups known to the broker (today: those with committed offsets).
+    /// Groups known to the broker: with members, or with committed offsets.
     pub fn list_groups(&self) -> Vec<String> {
-        self.inner.offsets.groups()
+        let mut names: BTreeSet<String> = self.inner.offsets.groups().into_iter().collect();
+        names.extend(self.inner.groups.names());
+        names.into_iter().collect()
     }
 
-    /// Deletes a group's committed offsets.
+    /// A group's state and members; groups that only have committed offsets are
+    /// Empty, unknown groups `None`.
+    pub fn describe_group(&self, group: &str) -> Option<GroupDescription> {
+        self.inner.groups.describe(group).or_else(|| {
+            self.inner
+                .offsets
+                .has_offsets(group)
+                .then(|| GroupDescription {
+                    group_id: group.to_string(),
+                    state: GroupState::Empty,
+                    kind: GroupKind::OffsetsOnly,
+                    protocol_type: String::new(),
+                    protocol_name: String::new(),
+                    generation: 0,
+                    members: Vec::new(),
+                })
+        })
+    }
+
+    /// Every known group, described.
+    pub fn describe_groups(&self) -> Vec<GroupDescription> {
+        self.list_groups()
+            .iter()
+            .filter_map(|g| self.describe_group(g))
+            .collect()
+    }
+
+    /// The group coordinator (membership and rebalancing).
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.inner.groups
+    }
+
+    /// Partition count of every topic.
+    pub fn partition_counts(&self) -> BTreeMap<String, i32> {
+        self.inner
+            .topics
+            .read()
+            .iter()
+            .map(|(name, t)| (name.clone(), t.partitions.read().len() as i32))
+            .collect()
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848) against the current topic metadata.
+    pub fn consumer_heartbeat(
+        &self,
+        req: ConsumerHeartbeat,
+    ) -> Result<ConsumerHeartbeatReply, CoreError> {
+        let topics = self.partition_counts();
+        self.inner.groups.consumer_heartbeat(req, &topics)
+    }
+
+    fn tick_groups(&self) {
+        let topics = self.partition_counts();
+        let offsets = &self.inner.offsets;
+        self.inner.groups.tick(&topics, |g| offsets.has_offsets(g));
+    }
+
+    /// Deletes committed offsets of groups without members once they are older
+    /// than the retention (counted from the commit and from when the group became
+    /// empty, whichever is later).
+    pub async fn expire_offsets(&self, now: i64) -> Result<(), CoreError> {
+        let retention = self.inner.config.groups.offsets_retention_ms;
+        if retention < 0 {
+            return Ok(());
+        }
+        for group in self.inner.offsets.groups() {
+            if self.inner.groups.is_active(&group) {
+                continue;
+            }
+            let empty_since = self.inner.groups.empty_since_ms(&group).unwrap_or(0);
+            let expired: Vec<(String, i32, Option<CommittedOffset>)> = self
+                .committed_offsets(&group)
+                .into_iter()
+                .filter(|(_, c)| c.commit_timestamp_ms.max(empty_since) + retention <= now)
+                .map(|((t, p), _)| (t, p, None))
+                .collect();
+            if !expired.is_empty() {
+                tracing::info!(group = %group, partitions = expired.len(), "expiring committed offsets");
+                self.store_offsets(&group, expired).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes committed offsets of some partitions (OffsetDelete). Refused for
+    /// topics the group's members subscribe to; one result per partition.
+    pub async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<Result<(), CoreError>>, CoreError> {
+        if group.is_empty() {
+            return Err(CoreError::InvalidGroupId(group.to_string()));
+        }
+        let committed = self.committed_offsets(group);
+        if committed.is_empty() && self.inner.groups.describe(group).is_none() {
+            return Err(CoreError::GroupIdNotFound(group.to_string()));
+        }
+        let subscribed = self
+            .inner
+            .groups
+            .subscribed_topics(group, &self.partition_counts());
+        let mut results = Vec::with_capacity(partitions.len());
+        let mut doomed = Vec::new();
+        for (topic, partition) in partitions {
+            if subscribed.contains(&topic) {
+                results.push(Err(CoreError::GroupSubscribedToTopic {
+                    group: group.to_string(),
+                    topic,
+                }));
+                continue;
+            }
+            if let Err(e) = self.get_partition(&topic, partition) {
+                results.push(Err(e));
+                continue;
+            }
+            if committed.contains_key(&(topic.clone(), partition)) {
+                doomed.push((topic, partition, None));
+            }
+            results.push(Ok(()));
+        }
+        self.store_offsets(group, doomed).await?;
+        Ok(results)
+    }
+
+    /// Deletes a group without members: its committed offsets and its state.
     pub async fn delete_group(&self, group: &str) -> Result<(), CoreError> {
+        self.inner.groups.check_empty(group)?;
         let entries: Vec<(String, i32, Option<CommittedOffset>)> = self
             .committed_offsets(group)
             .into_keys()
             .map(|(t, p)| (t, p, None))
             .collect();
-        if entries.is_empty() {
+        let had_offsets = !entries.is_empty();
+        self.store_offsets(group, entries).await?;
+        let had_state = self.inner.groups.remove_if_empty(group)?;
+        if !had_offsets && !had_state {
             return Err(CoreError::GroupIdNotFound(group.to_string()));
         }
-        self.store_offsets(group, entries).await
+        Ok(())
+    }
+
+    /// Stops the group coordinator: waiting joins and syncs fail with
+    /// COORDINATOR_NOT_AVAILABLE and pending group images are written. Call
+    /// before draining the front ends.
+    pub fn begin_shutdown(&self) {
+        self.inner.groups.shutdown();
     }
 
     /// Flushes every partition to disk; for a clean shutdown.

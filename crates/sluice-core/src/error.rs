@@ -63,6 +63,62 @@ pub enum CoreError {
     /// Commit metadata longer than the limit.
     #[error("offset metadata of {bytes} bytes exceeds {max}")]
     OffsetMetadataTooLarge { bytes: usize, max: usize },
+    /// A classic JoinGroup without a member id (v4+): the client must rejoin with
+    /// the id returned here.
+    #[error("member id required: rejoin as {0}")]
+    MemberIdRequired(String),
+    /// A member's protocol type or protocols do not match the group's.
+    #[error("inconsistent group protocol in group {0}")]
+    InconsistentGroupProtocol(String),
+    /// A session timeout outside the broker's allowed range.
+    #[error("session timeout {timeout_ms} ms outside [{min_ms}, {max_ms}]")]
+    InvalidSessionTimeout {
+        timeout_ms: i32,
+        min_ms: i32,
+        max_ms: i32,
+    },
+    /// The group is rebalancing; the member must rejoin.
+    #[error("group {0} is rebalancing")]
+    RebalanceInProgress(String),
+    /// Another member now holds this static instance id.
+    #[error("instance id {instance_id:?} of group {group} belongs to another member")]
+    FencedInstanceId { group: String, instance_id: String },
+    /// A static member joined while the previous holder of its instance id is still
+    /// a member (consumer protocol).
+    #[error("instance id {instance_id:?} of group {group} is still in use")]
+    UnreleasedInstanceId { group: String, instance_id: String },
+    /// The group has as many members as allowed.
+    #[error("group {group} has reached its maximum of {max} members")]
+    GroupMaxSizeReached { group: String, max: usize },
+    /// The operation needs a group without members.
+    #[error("group {0} still has members")]
+    NonEmptyGroup(String),
+    /// Offsets of a topic the group's members still subscribe to.
+    #[error("group {group} is subscribed to topic {topic}")]
+    GroupSubscribedToTopic { group: String, topic: String },
+    /// A consumer-protocol member used an epoch the coordinator does not accept.
+    #[error("member {member:?} of group {group} is fenced at epoch {epoch}")]
+    FencedMemberEpoch {
+        group: String,
+        member: String,
+        epoch: i32,
+    },
+    /// An offset commit carried an older member epoch (consumer protocol).
+    #[error("stale member epoch {epoch} of member {member:?} in group {group}")]
+    StaleMemberEpoch {
+        group: String,
+        member: String,
+        epoch: i32,
+    },
+    /// A server-side assignor the broker does not have.
+    #[error("unsupported assignor {0:?}")]
+    UnsupportedAssignor(String),
+    /// A request that is malformed at the semantic level.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The coordinator is shutting down or not ready.
+    #[error("group coordinator not available")]
+    CoordinatorNotAvailable,
     /// A feature the request needs is not available yet.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),

@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod error;
+pub mod groups;
 mod ids;
 pub mod names;
 pub mod offsets;
@@ -19,6 +20,7 @@ pub use broker::{
     PartitionLag, PartitionRead, PartitionStats, Produced, TopicInfo,
 };
 pub use error::CoreError;
+pub use groups::{GroupConfig, GroupDescription, GroupKind, GroupState, MemberDescription};
 pub use offsets::CommittedOffset;
 pub use sluice_storage::{BatchError, Durability, FileSlice, FlushPolicy, LogConfig};
 pub use topic_config::{ConfigEntry, TopicConfig};

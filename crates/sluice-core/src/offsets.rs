@@ -6,6 +6,10 @@
 //! before a commit is acknowledged. On start the log is replayed into memory, and
 //! rewritten with only the live entries when most of it is superseded, so it stays
 //! proportional to the number of committed partitions.
+//!
+//! The same log keeps each group's metadata image (written by the group
+//! coordinator) under key = (group, marker): the topic length field holds
+//! 0xFFFF, which no topic name can have.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -41,6 +45,29 @@ pub struct OffsetStore {
     dir: PathBuf,
     log: Mutex<PartitionLog>,
     groups: Mutex<HashMap<String, BTreeMap<GroupPartition, CommittedOffset>>>,
+    /// Group metadata images by group.
+    meta: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+/// Topic-length value that marks a group metadata key.
+const META_MARKER: u16 = 0xFFFF;
+
+fn encode_meta_key(group: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + group.len());
+    k.extend_from_slice(&(group.len() as u16).to_be_bytes());
+    k.extend_from_slice(group.as_bytes());
+    k.extend_from_slice(&META_MARKER.to_be_bytes());
+    k
+}
+
+/// The group of a metadata key, or `None` for an offset key.
+fn decode_meta_key(k: &[u8]) -> Option<String> {
+    let len = u16::from_be_bytes([*k.first()?, *k.get(1)?]) as usize;
+    let marker = k.get(2 + len..2 + len + 2)?;
+    if marker != META_MARKER.to_be_bytes() || k.len() != len + 4 {
+        return None;
+    }
+    Some(std::str::from_utf8(k.get(2..2 + len)?).ok()?.to_string())
 }
 
 fn log_config() -> LogConfig {
@@ -152,7 +179,15 @@ impl OffsetStore {
         }
         let (log, _) = PartitionLog::open(&dir, log_config(), now_ms)?;
         let mut groups: HashMap<String, BTreeMap<GroupPartition, CommittedOffset>> = HashMap::new();
+        let mut meta: HashMap<String, Vec<u8>> = HashMap::new();
         let records = replay(&log, |key, value| {
+            if let Some(group) = decode_meta_key(key) {
+                match value {
+                    Some(v) => meta.insert(group, v.to_vec()),
+                    None => meta.remove(&group),
+                };
+                return;
+            }
             let Some((group, topic, partition)) = decode_key(key) else {
                 return;
             };
@@ -177,8 +212,15 @@ impl OffsetStore {
             dir,
             log: Mutex::new(log),
             groups: Mutex::new(groups),
+            meta: Mutex::new(meta),
         };
-        let live: u64 = store.groups.lock().values().map(|g| g.len() as u64).sum();
+        let live: u64 = store
+            .groups
+            .lock()
+            .values()
+            .map(|g| g.len() as u64)
+            .sum::<u64>()
+            + store.meta.lock().len() as u64;
         if records > REWRITE_RATIO * live.max(256) {
             store.rewrite(now_ms)?;
         }
@@ -187,7 +229,7 @@ impl OffsetStore {
 
     /// Replaces the log with one holding only the live entries.
     fn rewrite(&self, now_ms: i64) -> Result<(), CoreError> {
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = self
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = self
             .groups
             .lock()
             .iter()
@@ -197,6 +239,12 @@ impl OffsetStore {
                     .map(move |((t, p), c)| (encode_key(g, t, *p), encode_value(c)))
             })
             .collect();
+        entries.extend(
+            self.meta
+                .lock()
+                .iter()
+                .map(|(g, image)| (encode_meta_key(g), image.clone())),
+        );
         let fresh_dir = self.dir.with_extension("rewrite");
         if fresh_dir.exists() {
             std::fs::remove_dir_all(&fresh_dir).map_err(|e| io(&fresh_dir, e))?;
@@ -247,13 +295,7 @@ impl OffsetStore {
             .iter()
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
             .collect();
-        let batch = encode_batch(&records, now_ms, (-1, -1, -1));
-        let verified = VerifiedBatches::new(&batch, usize::MAX)?;
-        {
-            let log = self.log.lock();
-            let appended = log.append(&verified, now_ms)?;
-            log.sync_through(appended.seq)?;
-        }
+        self.append_synced(&records, now_ms)?;
         let mut groups = self.groups.lock();
         let g = groups.entry(group.to_string()).or_default();
         for (t, p, c) in entries {
@@ -270,6 +312,51 @@ impl OffsetStore {
             groups.remove(group);
         }
         Ok(())
+    }
+
+    /// Appends one batch and waits for its fsync.
+    fn append_synced(&self, records: &[KeyValue<'_>], now_ms: i64) -> Result<(), CoreError> {
+        let batch = encode_batch(records, now_ms, (-1, -1, -1));
+        let verified = VerifiedBatches::new(&batch, usize::MAX)?;
+        let log = self.log.lock();
+        let appended = log.append(&verified, now_ms)?;
+        log.sync_through(appended.seq)?;
+        Ok(())
+    }
+
+    /// Stores (or with `None` deletes) a group's metadata image, fsynced.
+    /// Blocking: call off the async threads.
+    pub fn put_group_metadata(
+        &self,
+        group: &str,
+        image: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<(), CoreError> {
+        if image.is_none() && !self.meta.lock().contains_key(group) {
+            return Ok(());
+        }
+        let key = encode_meta_key(group);
+        self.append_synced(&[(Some(key.as_slice()), image)], now_ms)?;
+        let mut meta = self.meta.lock();
+        match image {
+            Some(i) => meta.insert(group.to_string(), i.to_vec()),
+            None => meta.remove(group),
+        };
+        Ok(())
+    }
+
+    /// Every group's metadata image, as recovered or last stored.
+    pub fn group_metadata(&self) -> Vec<(String, Vec<u8>)> {
+        self.meta
+            .lock()
+            .iter()
+            .map(|(g, i)| (g.clone(), i.clone()))
+            .collect()
+    }
+
+    /// Whether a group has any committed offset.
+    pub fn has_offsets(&self, group: &str) -> bool {
+        self.groups.lock().contains_key(group)
     }
 
     /// The committed offsets of a group (empty when it has none).

@@ -103,7 +103,7 @@ pub async fn serve(
                 let stop = stop_rx.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
-                    if let Err(e) = serve_connection(stream, &ctx, stop).await {
+                    if let Err(e) = serve_connection(stream, peer, &ctx, stop).await {
                         tracing::debug!(%peer, error = %e, "kafka connection closed");
                     }
                 });
@@ -134,6 +134,7 @@ enum ConnError {
 
 async fn serve_connection(
     mut stream: TcpStream,
+    peer: std::net::SocketAddr,
     ctx: &Ctx,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
@@ -145,7 +146,7 @@ async fn serve_connection(
         while let Some((start, end)) = frame_bounds(&buf, ctx.config.frame_bytes_max)? {
             let frame = buf.split_to(end).freeze().slice(start..);
             out.clear();
-            match handle_frame(ctx, frame, &mut out).await? {
+            match handle_frame(ctx, peer, frame, &mut out).await? {
                 Reply::None => {}
                 Reply::Buffered => stream.write_all(&out).await?,
                 Reply::Chunks(chunks) => write_chunks(&mut stream, chunks).await?,
@@ -206,7 +207,12 @@ enum Reply {
 }
 
 /// Handles one request frame; a buffered response goes into `out`.
-async fn handle_frame(ctx: &Ctx, frame: Bytes, out: &mut BytesMut) -> Result<Reply, ConnError> {
+async fn handle_frame(
+    ctx: &Ctx,
+    peer: std::net::SocketAddr,
+    frame: Bytes,
+    out: &mut BytesMut,
+) -> Result<Reply, ConnError> {
     if frame.len() < 8 {
         return Err(ConnError::Malformed(format!(
             "{} byte request",
@@ -244,7 +250,7 @@ async fn handle_frame(ctx: &Ctx, frame: Bytes, out: &mut BytesMut) -> Result<Rep
         let (chunks, _) = fetch_response::encode(version, header.correlation_id, &topics);
         return Ok(Reply::Chunks(chunks));
     }
-    let Some(response) = handlers::dispatch(ctx, &header, request).await else {
+    let Some(response) = handlers::dispatch(ctx, &header, request, peer).await else {
         return Ok(Reply::None);
     };
     write_response(out, header.correlation_id, api, version, &response)?;

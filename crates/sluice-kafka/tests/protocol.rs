@@ -406,3 +406,221 @@ async fn bad_commits_get_group_error_codes_and_change_nothing() {
     assert_eq!(fetch_committed(&mut c, "g", "committed").await, 11);
     let _ = b.stop.send(true);
 }
+
+/// A broker whose new groups rebalance at once (no initial delay), with its
+/// maintenance task (group timers) running.
+async fn start_with_groups() -> TestBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::new(dir.path().to_path_buf());
+    config.groups.initial_rebalance_delay_ms = 0;
+    let broker = Broker::open(config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let maintenance = broker.clone();
+    let maintenance_stop = stopped(rx.clone());
+    tokio::spawn(async move { maintenance.run_maintenance(maintenance_stop).await });
+    tokio::spawn(sluice_kafka::serve(
+        listener,
+        broker,
+        sluice_kafka::KafkaServerConfig::new("127.0.0.1".into(), i32::from(addr.port())),
+        stopped(rx),
+    ));
+    TestBroker {
+        addr,
+        _dir: dir,
+        stop,
+    }
+}
+
+fn group(g: &str) -> kafka_protocol::messages::GroupId {
+    kafka_protocol::messages::GroupId(StrBytes::from_string(g.into()))
+}
+
+/// A consumer-protocol subscription (version 0) to `topic`.
+fn subscription(topic: &str) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i16(0);
+    kafka_protocol::messages::ConsumerProtocolSubscription::default()
+        .with_topics(vec![StrBytes::from_string(topic.into())])
+        .encode(&mut buf, 0)
+        .unwrap();
+    buf.freeze()
+}
+
+async fn join(
+    c: &mut Client,
+    g: &str,
+    member: &str,
+    protocol_type: &str,
+    session_ms: i32,
+    topic: &str,
+) -> kafka_protocol::messages::JoinGroupResponse {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    let req = kafka_protocol::messages::JoinGroupRequest::default()
+        .with_group_id(group(g))
+        .with_session_timeout_ms(session_ms)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(StrBytes::from_string(member.into()))
+        .with_protocol_type(StrBytes::from_string(protocol_type.into()))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(subscription(topic))]);
+    c.call(&req, 5).await
+}
+
+async fn heartbeat(c: &mut Client, g: &str, member: &str, generation: i32) -> i16 {
+    let req = kafka_protocol::messages::HeartbeatRequest::default()
+        .with_group_id(group(g))
+        .with_member_id(StrBytes::from_string(member.into()))
+        .with_generation_id(generation);
+    c.call(&req, 4).await.error_code
+}
+
+async fn describe_group(c: &mut Client, g: &str) -> (String, usize, Bytes) {
+    let req =
+        kafka_protocol::messages::DescribeGroupsRequest::default().with_groups(vec![group(g)]);
+    let resp = c.call(&req, 5).await;
+    let d = &resp.groups[0];
+    let assignment = d
+        .members
+        .first()
+        .map(|m| m.member_assignment.clone())
+        .unwrap_or_default();
+    (d.group_state.to_string(), d.members.len(), assignment)
+}
+
+async fn delete_group(c: &mut Client, g: &str) -> i16 {
+    let req =
+        kafka_protocol::messages::DeleteGroupsRequest::default().with_groups_names(vec![group(g)]);
+    c.call(&req, 2).await.results[0].error_code
+}
+
+#[tokio::test]
+async fn classic_group_fences_stale_members_and_refuses_bad_requests() {
+    let b = start_with_groups().await;
+    let mut c = Client::connect(b.addr).await;
+    let topic = "grouped";
+    produce(
+        &mut c,
+        topic,
+        Bytes::from(build_batch(&[b"x"], 1, (-1, -1, -1))),
+    )
+    .await;
+
+    // Bad joins change nothing: no protocol type, a session timeout below the minimum.
+    assert_eq!(
+        join(&mut c, "cg", "", "", 10_000, topic).await.error_code,
+        23
+    );
+    assert_eq!(
+        join(&mut c, "cg", "", "consumer", 10, topic)
+            .await
+            .error_code,
+        26
+    );
+    assert_eq!(
+        join(&mut c, "cg", "ghost", "consumer", 10_000, topic)
+            .await
+            .error_code,
+        25
+    );
+
+    // KIP-394: the first join only hands out a member id.
+    let first = join(&mut c, "cg", "", "consumer", 10_000, topic).await;
+    assert_eq!(first.error_code, 79);
+    let member = first.member_id.to_string();
+    assert!(member.starts_with("test-"), "{member}");
+    let joined = join(&mut c, "cg", &member, "consumer", 10_000, topic).await;
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.generation_id, 1);
+    assert_eq!(joined.leader.as_str(), member);
+    assert_eq!(joined.members.len(), 1);
+    assert_eq!(joined.members[0].metadata, subscription(topic));
+
+    // The leader's SyncGroup stores and returns its assignment.
+    let assignment = Bytes::from_static(b"\x00\x00opaque");
+    let sync = kafka_protocol::messages::SyncGroupRequest::default()
+        .with_group_id(group("cg"))
+        .with_generation_id(1)
+        .with_member_id(StrBytes::from_string(member.clone()))
+        .with_assignments(vec![
+            kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(StrBytes::from_string(member.clone()))
+                .with_assignment(assignment.clone()),
+        ]);
+    let synced = c.call(&sync, 3).await;
+    assert_eq!(synced.error_code, 0);
+    assert_eq!(synced.assignment, assignment);
+    assert_eq!(
+        describe_group(&mut c, "cg").await,
+        ("Stable".to_string(), 1, assignment.clone())
+    );
+
+    // Heartbeats and commits are checked against generation and member id.
+    assert_eq!(heartbeat(&mut c, "cg", &member, 1).await, 0);
+    assert_eq!(heartbeat(&mut c, "cg", &member, 0).await, 22);
+    assert_eq!(heartbeat(&mut c, "cg", "nobody", 1).await, 25);
+    assert_eq!(commit_raw(&mut c, "cg", 1, &member, topic, 0).await, 0);
+    assert_eq!(fetch_committed(&mut c, "cg", topic).await, 11);
+    for (generation, who, code) in [(0, member.as_str(), 22), (1, "nobody", 25), (-1, "", 25)] {
+        // Re-commit a different offset through each bad path: none may land.
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        let req = kafka_protocol::messages::OffsetCommitRequest::default()
+            .with_group_id(group("cg"))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(StrBytes::from_string(who.into()))
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(99)])]);
+        let resp = c.call(&req, 8).await;
+        assert_eq!(
+            resp.topics[0].partitions[0].error_code, code,
+            "generation {generation} member {who:?}"
+        );
+    }
+    assert_eq!(fetch_committed(&mut c, "cg", topic).await, 11);
+
+    // An active group cannot be deleted, nor the offsets of a topic it reads.
+    assert_eq!(delete_group(&mut c, "cg").await, 68);
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let offset_delete = kafka_protocol::messages::OffsetDeleteRequest::default()
+        .with_group_id(group("cg"))
+        .with_topics(vec![OffsetDeleteRequestTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![
+                OffsetDeleteRequestPartition::default().with_partition_index(0)
+            ])]);
+    let resp = c.call(&offset_delete, 0).await;
+    assert_eq!(resp.topics[0].partitions[0].error_code, 86);
+    assert_eq!(fetch_committed(&mut c, "cg", topic).await, 11);
+
+    // After LeaveGroup the group is empty: offsets can go, then the group.
+    let leave = kafka_protocol::messages::LeaveGroupRequest::default()
+        .with_group_id(group("cg"))
+        .with_members(vec![
+            kafka_protocol::messages::leave_group_request::MemberIdentity::default()
+                .with_member_id(StrBytes::from_string(member.clone())),
+        ]);
+    let left = c.call(&leave, 3).await;
+    assert_eq!(left.error_code, 0);
+    assert_eq!(left.members[0].error_code, 0);
+    assert_eq!(describe_group(&mut c, "cg").await.0, "Empty");
+    assert_eq!(heartbeat(&mut c, "cg", &member, 1).await, 25);
+    let resp = c.call(&offset_delete, 0).await;
+    assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+    assert_eq!(fetch_committed(&mut c, "cg", topic).await, -1);
+    assert_eq!(delete_group(&mut c, "cg").await, 0);
+    assert_eq!(describe_group(&mut c, "cg").await.0, "Dead");
+    assert_eq!(delete_group(&mut c, "cg").await, 69);
+    let _ = b.stop.send(true);
+}

@@ -43,6 +43,29 @@ pub struct ServeArgs {
     /// How often retention deletes old segments, in ms [default: 300000].
     #[arg(long, env = "SLUICE_RETENTION_CHECK_MS")]
     pub retention_check_ms: Option<u64>,
+    /// How long a new consumer group waits for more members before its first
+    /// rebalance, in ms [default: 3000].
+    #[arg(long, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Smallest session timeout classic consumers may ask for, in ms [default: 6000].
+    #[arg(long, env = "SLUICE_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Largest session timeout classic consumers may ask for, in ms [default: 1800000].
+    #[arg(long, env = "SLUICE_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// Session timeout of consumer-protocol (KIP-848) members, in ms [default: 45000].
+    #[arg(long, env = "SLUICE_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    pub group_consumer_session_timeout_ms: Option<i32>,
+    /// Heartbeat interval of consumer-protocol members, in ms [default: 5000].
+    #[arg(long, env = "SLUICE_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// Most members in one group [default: 1000].
+    #[arg(long, env = "SLUICE_GROUP_MAX_SIZE")]
+    pub group_max_size: Option<usize>,
+    /// How long committed offsets of a group without members are kept, in ms;
+    /// -1 keeps them forever [default: 604800000, 7 days].
+    #[arg(long, env = "SLUICE_OFFSETS_RETENTION_MS", allow_hyphen_values = true)]
+    pub offsets_retention_ms: Option<i64>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -59,6 +82,13 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     default_partitions: Option<i32>,
     retention_check_ms: Option<u64>,
+    group_initial_rebalance_delay_ms: Option<u64>,
+    group_min_session_timeout_ms: Option<i32>,
+    group_max_session_timeout_ms: Option<i32>,
+    group_consumer_session_timeout_ms: Option<i32>,
+    group_consumer_heartbeat_interval_ms: Option<i32>,
+    group_max_size: Option<usize>,
+    offsets_retention_ms: Option<i64>,
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
     segment_bytes: Option<u64>,
@@ -146,6 +176,50 @@ impl ServeArgs {
             .retention_check_ms
             .or(file.retention_check_ms)
             .unwrap_or(300_000);
+        let g = &mut broker.groups;
+        let pick =
+            |flag: Option<i64>, file: Option<i64>, default: i64| flag.or(file).unwrap_or(default);
+        g.initial_rebalance_delay_ms = self
+            .group_initial_rebalance_delay_ms
+            .or(file.group_initial_rebalance_delay_ms)
+            .unwrap_or(g.initial_rebalance_delay_ms);
+        g.min_session_timeout_ms = self
+            .group_min_session_timeout_ms
+            .or(file.group_min_session_timeout_ms)
+            .unwrap_or(g.min_session_timeout_ms);
+        g.max_session_timeout_ms = self
+            .group_max_session_timeout_ms
+            .or(file.group_max_session_timeout_ms)
+            .unwrap_or(g.max_session_timeout_ms);
+        g.consumer_session_timeout_ms = self
+            .group_consumer_session_timeout_ms
+            .or(file.group_consumer_session_timeout_ms)
+            .unwrap_or(g.consumer_session_timeout_ms);
+        g.consumer_heartbeat_interval_ms = self
+            .group_consumer_heartbeat_interval_ms
+            .or(file.group_consumer_heartbeat_interval_ms)
+            .unwrap_or(g.consumer_heartbeat_interval_ms);
+        g.max_size = self
+            .group_max_size
+            .or(file.group_max_size)
+            .unwrap_or(g.max_size);
+        g.offsets_retention_ms = pick(
+            self.offsets_retention_ms,
+            file.offsets_retention_ms,
+            g.offsets_retention_ms,
+        );
+        if g.min_session_timeout_ms < 1 || g.min_session_timeout_ms > g.max_session_timeout_ms {
+            bail!("group session timeouts need 1 <= min <= max");
+        }
+        if g.consumer_session_timeout_ms < 1 || g.consumer_heartbeat_interval_ms < 1 {
+            bail!("consumer group session timeout and heartbeat interval must be positive");
+        }
+        if g.consumer_heartbeat_interval_ms >= g.consumer_session_timeout_ms {
+            bail!("the consumer group heartbeat interval must be below the session timeout");
+        }
+        if g.max_size < 1 {
+            bail!("group max size must be at least 1");
+        }
         Ok(Settings {
             kafka_listen: self
                 .kafka_listen

@@ -78,6 +78,9 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
     ));
     wait_for_signal().await?;
     tracing::info!("shutting down");
+    // Waiting JoinGroup/SyncGroup requests are answered first, so connections can
+    // finish their current request and close.
+    broker.begin_shutdown();
     let _ = stop_tx.send(true);
     let _ = kafka.await;
     let _ = http.await;

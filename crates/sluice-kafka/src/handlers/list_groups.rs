@@ -1,14 +1,10 @@
-//! ListGroups: groups the broker knows (today: those with committed offsets,
-//! which have no active members).
+//! ListGroups: every group with members or committed offsets, with its state.
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::s;
 use crate::server::Ctx;
-
-/// State of a group without members.
-pub(crate) const STATE_EMPTY: &str = "Empty";
 
 pub(crate) fn handle(ctx: &Ctx, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
     let wanted = |state: &str| {
@@ -20,15 +16,15 @@ pub(crate) fn handle(ctx: &Ctx, req: ListGroupsRequest, version: i16) -> ListGro
     };
     let groups = ctx
         .broker
-        .list_groups()
+        .describe_groups()
         .into_iter()
-        .filter(|_| wanted(STATE_EMPTY))
-        .map(|g| {
+        .filter(|d| wanted(d.state.name()))
+        .map(|d| {
             let listed = ListedGroup::default()
-                .with_group_id(GroupId(s(g)))
-                .with_protocol_type(s("consumer"));
+                .with_group_id(GroupId(s(d.group_id)))
+                .with_protocol_type(s(d.protocol_type));
             if version >= 4 {
-                listed.with_group_state(s(STATE_EMPTY))
+                listed.with_group_state(s(d.state.name()))
             } else {
                 listed
             }

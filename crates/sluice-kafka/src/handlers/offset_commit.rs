@@ -36,6 +36,7 @@ pub(crate) async fn handle(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitR
             req.group_id.0.as_str(),
             req.generation_id_or_member_epoch,
             req.member_id.as_str(),
+            req.group_instance_id.as_deref(),
             entries,
         )
         .await;

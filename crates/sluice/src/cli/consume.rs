@@ -17,6 +17,7 @@ use serde::Serialize;
 use std::borrow::Cow;
 
 use super::client::{check, error_name, is_retriable, Client};
+use super::group_member::GroupMember;
 use super::metadata::{self, topic_name, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 use super::template::{RecordView, Template};
 use super::CommonArgs;
@@ -54,6 +55,13 @@ pub struct ConsumeArgs {
     /// Start at this offset (in every partition read).
     #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
     pub offset: Option<i64>,
+    /// Consume as a member of this consumer group: the broker assigns partitions
+    /// (shared with the group's other members), reading starts at the group's
+    /// committed offsets, and progress is committed after each printed batch.
+    /// Partitions without a committed offset start at the end, or at the
+    /// beginning with --from-beginning.
+    #[arg(long, conflicts_with_all = ["partition", "offset"])]
+    pub group: Option<String>,
     /// Stop after printing this many records.
     #[arg(long)]
     pub max_messages: Option<u64>,
@@ -186,10 +194,48 @@ struct Position {
     partition_bytes_max: i32,
 }
 
+/// Where partitions newly assigned to a group member start.
+async fn group_start(
+    client: &mut Client,
+    member: &GroupMember,
+    topic: &str,
+    partitions: &[i32],
+    from_beginning: bool,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let committed = member.committed(client, partitions).await?;
+    let missing: Vec<i32> = partitions
+        .iter()
+        .copied()
+        .filter(|p| committed.get(p).is_none_or(|o| *o < 0))
+        .collect();
+    let timestamp = if from_beginning {
+        EARLIEST_TIMESTAMP
+    } else {
+        LATEST_TIMESTAMP
+    };
+    let mut start = if missing.is_empty() {
+        BTreeMap::new()
+    } else {
+        metadata::list_offsets(client, topic, &missing, timestamp).await?
+    };
+    for (p, o) in committed {
+        if o >= 0 {
+            start.insert(p, o);
+        }
+    }
+    Ok(start)
+}
+
 /// Runs `sluice consume`.
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut client = Client::connect(&args.common.bootstrap).await?;
     let topic = metadata::describe_topic(&mut client, &args.topic).await?;
+    let mut member = args
+        .group
+        .as_deref()
+        .map(|g| GroupMember::new(g, &args.topic, topic.id));
+    // Next offset to commit per partition, and what was last committed.
+    let mut committed_at: BTreeMap<i32, i64> = BTreeMap::new();
     let partitions: Vec<i32> = match args.partition {
         Some(p) => {
             if !topic.partitions.iter().any(|info| info.index == p) {
@@ -205,6 +251,8 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     };
     let start: BTreeMap<i32, i64> = match args.offset {
         Some(offset) => partitions.iter().map(|&p| (p, offset)).collect(),
+        // A group member reads only what the broker assigns it.
+        None if member.is_some() => BTreeMap::new(),
         None => {
             let timestamp = if args.from_beginning {
                 EARLIEST_TIMESTAMP
@@ -253,6 +301,50 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         }
         if idle_limit.is_some_and(|limit| last_data_at.elapsed() >= limit) {
             break;
+        }
+        if let Some(m) = member.as_mut().filter(|m| m.due()) {
+            let change = m.heartbeat(&mut client).await?;
+            if !change.removed.is_empty() {
+                // Commit what we read of revoked partitions before letting them go.
+                let done: BTreeMap<i32, i64> = change
+                    .removed
+                    .iter()
+                    .filter_map(|p| Some((*p, positions.get(p)?.offset)))
+                    .filter(|(p, o)| committed_at.get(p) != Some(o))
+                    .collect();
+                if let Err(e) = m.commit(&mut client, &done).await {
+                    eprintln!("{e:#}");
+                }
+                for p in &change.removed {
+                    positions.remove(p);
+                    committed_at.remove(p);
+                }
+            }
+            if !change.added.is_empty() {
+                let start = group_start(
+                    &mut client,
+                    m,
+                    &args.topic,
+                    &change.added,
+                    args.from_beginning,
+                )
+                .await?;
+                for (p, offset) in start {
+                    committed_at.insert(p, offset);
+                    positions.insert(
+                        p,
+                        Position {
+                            offset,
+                            partition_bytes_max: PARTITION_FETCH_BYTES,
+                        },
+                    );
+                }
+            }
+        }
+        if positions.is_empty() {
+            // Nothing assigned (yet): wait for the next heartbeat.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
         }
         let request = fetch_request(&args.topic, topic.id, &positions, wait_ms);
         let pending = client.write_request(&request, version).await?;
@@ -333,6 +425,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                         };
                         printer.write(&view, &mut out)?;
                         printed += 1;
+                        position.offset = record.offset + 1;
                         got_data = true;
                         if args.max_messages.is_some_and(|max| printed >= max) {
                             break 'partitions;
@@ -361,9 +454,32 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
                 Err(e) => return Err(e).context("writing to stdout"),
             }
+            if let Some(m) = &member {
+                // Printed means delivered: commit it.
+                let progress = progress(&positions, &committed_at);
+                m.commit(&mut client, &progress).await?;
+                committed_at.extend(progress);
+            }
         }
     }
+    if let Some(m) = member.as_mut() {
+        let progress = progress(&positions, &committed_at);
+        m.commit(&mut client, &progress).await?;
+        m.leave(&mut client).await?;
+    }
     Ok(())
+}
+
+/// Positions that moved since they were last committed.
+fn progress(
+    positions: &BTreeMap<i32, Position>,
+    committed: &BTreeMap<i32, i64>,
+) -> BTreeMap<i32, i64> {
+    positions
+        .iter()
+        .filter(|(p, pos)| committed.get(p) != Some(&pos.offset))
+        .map(|(p, pos)| (*p, pos.offset))
+        .collect()
 }
 
 fn fetch_request(

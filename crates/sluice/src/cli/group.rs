@@ -112,11 +112,45 @@ async fn list(client: &mut Client, json: bool) -> anyhow::Result<()> {
     table.print()
 }
 
-/// (state, protocol type, members as (member id, client id, host)).
+/// One member as `group describe` shows it.
+struct MemberRow {
+    member_id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    host: String,
+    /// "topic-partition" names read from the consumer-protocol assignment.
+    partitions: Vec<String>,
+}
+
+/// Partitions of a consumer-protocol assignment (version int16, then the struct);
+/// empty for other protocols.
+fn assigned_partitions(bytes: &[u8]) -> Vec<String> {
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Decodable;
+    if bytes.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([bytes[0], bytes[1]]).clamp(0, 3);
+    let mut body = &bytes[2..];
+    ConsumerProtocolAssignment::decode(&mut body, version)
+        .map(|a| {
+            a.assigned_partitions
+                .iter()
+                .flat_map(|tp| {
+                    tp.partitions
+                        .iter()
+                        .map(move |p| format!("{}-{p}", tp.topic.as_str()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// (state, protocol type, protocol, members).
 async fn group_state(
     client: &mut Client,
     group: &str,
-) -> anyhow::Result<(String, String, Vec<(String, String, String)>)> {
+) -> anyhow::Result<(String, String, String, Vec<MemberRow>)> {
     let request = DescribeGroupsRequest::default().with_groups(vec![group_id(group)]);
     let response = client.send(&request).await?;
     let described = response
@@ -132,17 +166,18 @@ async fn group_state(
     let members = described
         .members
         .iter()
-        .map(|m| {
-            (
-                m.member_id.to_string(),
-                m.client_id.to_string(),
-                m.client_host.to_string(),
-            )
+        .map(|m| MemberRow {
+            member_id: m.member_id.to_string(),
+            instance_id: m.group_instance_id.as_ref().map(|i| i.to_string()),
+            client_id: m.client_id.to_string(),
+            host: m.client_host.to_string(),
+            partitions: assigned_partitions(&m.member_assignment),
         })
         .collect();
     Ok((
         described.group_state.to_string(),
         described.protocol_type.to_string(),
+        described.protocol_data.to_string(),
         members,
     ))
 }
@@ -173,7 +208,7 @@ async fn committed(
 }
 
 async fn describe(client: &mut Client, json: bool, group: &str) -> anyhow::Result<()> {
-    let (state, protocol_type, members) = group_state(client, group).await?;
+    let (state, protocol_type, protocol, members) = group_state(client, group).await?;
     let committed = committed(client, group).await?;
     let mut rows = Vec::new();
     let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
@@ -200,7 +235,11 @@ async fn describe(client: &mut Client, json: bool, group: &str) -> anyhow::Resul
             "group": group,
             "state": state,
             "protocol_type": protocol_type,
-            "members": members.iter().map(|(m, c, h)| json!({"member_id": m, "client_id": c, "host": h})).collect::<Vec<_>>(),
+            "protocol": protocol,
+            "members": members.iter().map(|m| json!({
+                "member_id": m.member_id, "instance_id": m.instance_id, "client_id": m.client_id,
+                "host": m.host, "partitions": m.partitions,
+            })).collect::<Vec<_>>(),
             "partitions": rows.iter().map(|(t, p, o, e, l)| json!({
                 "topic": t, "partition": p, "committed_offset": o, "log_end_offset": e, "lag": l
             })).collect::<Vec<_>>(),
@@ -208,14 +247,25 @@ async fn describe(client: &mut Client, json: bool, group: &str) -> anyhow::Resul
         }));
     }
     print_text(&format!(
-        "Group {group}: state {state}, {} member(s), total lag {}\n",
+        "Group {group}: state {state}, protocol {}, {} member(s), total lag {}\n",
+        if protocol.is_empty() {
+            protocol_type.as_str()
+        } else {
+            protocol.as_str()
+        },
         members.len(),
         rows.iter().map(|r| r.4).sum::<i64>()
     ))?;
     if !members.is_empty() {
-        let mut table = Table::new(&["MEMBER", "CLIENT ID", "HOST"]);
-        for (m, c, h) in members {
-            table.row(vec![m, c, h]);
+        let mut table = Table::new(&["MEMBER", "INSTANCE", "CLIENT ID", "HOST", "PARTITIONS"]);
+        for m in members {
+            table.row(vec![
+                m.member_id,
+                m.instance_id.unwrap_or_else(|| "-".into()),
+                m.client_id,
+                m.host,
+                m.partitions.join(","),
+            ]);
         }
         table.print()?;
     }
@@ -245,7 +295,7 @@ async fn delete(client: &mut Client, json: bool, group: &str) -> anyhow::Result<
 }
 
 async fn reset(client: &mut Client, json: bool, args: &ResetArgs) -> anyhow::Result<()> {
-    let (state, _, members) = group_state(client, &args.group).await?;
+    let (state, _, _, members) = group_state(client, &args.group).await?;
     if !members.is_empty() || !(state == "Empty" || state == "Dead") {
         bail!(
             "group {:?} is {state} with {} member(s); stop its consumers before resetting offsets",

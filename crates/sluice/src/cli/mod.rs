@@ -3,6 +3,7 @@
 mod client;
 mod consume;
 mod group;
+mod group_member;
 mod metadata;
 mod murmur2;
 mod output;
