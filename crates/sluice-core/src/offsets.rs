@@ -452,4 +452,45 @@ mod tests {
         let store = OffsetStore::open(tmp.path(), 0).unwrap();
         assert_eq!(store.fetch("g")[&("t".to_string(), 0)].offset, 1999);
     }
+
+    #[test]
+    fn group_metadata_is_kept_beside_offsets_and_survives_a_rewrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = OffsetStore::open(tmp.path(), 0).unwrap();
+        store
+            .commit("g", &[("t".into(), 0, committed(3))], 0)
+            .unwrap();
+        store.put_group_metadata("g", Some(b"image-1"), 0).unwrap();
+        store.put_group_metadata("h", Some(b"other"), 0).unwrap();
+        store.put_group_metadata("h", None, 0).unwrap();
+        // Enough superseded images to force a rewrite at the next open.
+        for i in 0..2000 {
+            store
+                .put_group_metadata("g", Some(format!("image-{i}").as_bytes()), 0)
+                .unwrap();
+        }
+        drop(store);
+        let store = OffsetStore::open(tmp.path(), 0).unwrap();
+        assert_eq!(
+            store.log.lock().log_end_offset(),
+            2,
+            "rewritten to the live entries"
+        );
+        assert_eq!(
+            store.group_metadata(),
+            vec![("g".to_string(), b"image-1999".to_vec())]
+        );
+        assert_eq!(store.fetch("g")[&("t".to_string(), 0)].offset, 3);
+        assert_eq!(
+            store.groups(),
+            vec!["g".to_string()],
+            "metadata is not an offset"
+        );
+        // A group named like a marker-bearing key is still an offset key.
+        assert_eq!(decode_meta_key(&encode_key("g", "t", 0)), None);
+        assert_eq!(
+            decode_meta_key(&encode_meta_key("g")),
+            Some("g".to_string())
+        );
+    }
 }

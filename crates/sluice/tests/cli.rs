@@ -543,3 +543,49 @@ fn group_reset_describe_and_delete_work_on_committed_offsets() {
         output.stderr
     );
 }
+
+#[test]
+fn consume_with_a_group_commits_and_the_next_run_resumes_after_it() {
+    let broker = Broker::start();
+    broker.ok(&["topic", "create", "gc", "--partitions", "3"]);
+    let first: String = (0..30).map(|i| format!("a{i}\n")).collect();
+    let output = broker.cli(&["produce", "gc"], first.as_bytes());
+    assert!(output.status.success(), "stderr: {}", output.stderr);
+    let read = broker.ok(&[
+        "consume",
+        "gc",
+        "--group",
+        "cg",
+        "--from-beginning",
+        "--timeout-ms",
+        "3000",
+    ]);
+    let mut got: Vec<&str> = read.lines().collect();
+    got.sort();
+    let mut want: Vec<String> = (0..30).map(|i| format!("a{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+    // Everything printed was committed; the member left, so the group is empty.
+    let described = broker.json(&["group", "describe", "cg"]);
+    assert_eq!(described["state"], "Empty");
+    assert_eq!(described["lag"].as_i64(), Some(0));
+    let second: String = (0..6).map(|i| format!("b{i}\n")).collect();
+    let output = broker.cli(&["produce", "gc"], second.as_bytes());
+    assert!(output.status.success(), "stderr: {}", output.stderr);
+    // The next member starts at the committed offsets: only the new records.
+    let read = broker.ok(&["consume", "gc", "--group", "cg", "--timeout-ms", "3000"]);
+    let mut got: Vec<&str> = read.lines().collect();
+    got.sort();
+    assert_eq!(got, vec!["b0", "b1", "b2", "b3", "b4", "b5"]);
+    // Resetting offsets of the now empty group works and shows up as lag.
+    broker.ok(&[
+        "group",
+        "reset-offsets",
+        "cg",
+        "--topic",
+        "gc",
+        "--to-earliest",
+    ]);
+    let described = broker.json(&["group", "describe", "cg"]);
+    assert_eq!(described["lag"].as_i64(), Some(36));
+}

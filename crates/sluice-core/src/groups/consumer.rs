@@ -85,6 +85,8 @@ pub(crate) struct ConsumerSnapshot {
     empty_since_ms: i64,
     members: Vec<ConsumerMember>,
     target: BTreeMap<String, BTreeSet<TopicPartition>>,
+    #[serde(default)]
+    fingerprint: BTreeMap<String, i32>,
 }
 
 #[derive(Debug)]
@@ -124,6 +126,7 @@ impl ConsumerGroup {
         g.epoch = snap.epoch;
         g.assignment_epoch = snap.assignment_epoch;
         g.target = snap.target;
+        g.fingerprint = snap.fingerprint;
         for mut m in snap.members {
             m.session_deadline = now + session(cfg);
             m.compiled = m.regex.as_deref().and_then(compile);
@@ -139,6 +142,7 @@ impl ConsumerGroup {
             empty_since_ms: self.empty_since_ms,
             members: self.members.values().cloned().collect(),
             target: self.target.clone(),
+            fingerprint: self.fingerprint.clone(),
         }
     }
 
