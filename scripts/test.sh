@@ -48,7 +48,7 @@ if [[ "${SLUICE_SKIP_FUZZ:-0}" != "1" ]]; then
         step "installing cargo-fuzz"
         cargo install cargo-fuzz --locked
     fi
-    for target in kafka_request record_batch; do
+    for target in kafka_request record_batch consumer_protocol; do
         step "fuzz smoke: $target (20 s)"
         corpus="$(mktemp -d)"
         cp "fuzz/corpus/$target"/* "$corpus/"

@@ -26,7 +26,7 @@ fn split_version(bytes: &[u8]) -> Option<(i16, &[u8])> {
 }
 
 /// Topics of a consumer subscription; empty if the bytes are not one.
-pub(crate) fn subscription_topics(metadata: &[u8]) -> Vec<String> {
+pub fn subscription_topics(metadata: &[u8]) -> Vec<String> {
     let Some((version, mut body)) = split_version(metadata) else {
         return Vec::new();
     };
@@ -36,7 +36,7 @@ pub(crate) fn subscription_topics(metadata: &[u8]) -> Vec<String> {
 }
 
 /// Partitions of a consumer assignment; empty if the bytes are not one.
-pub(crate) fn assignment_partitions(assignment: &[u8]) -> Vec<(String, i32)> {
+pub fn assignment_partitions(assignment: &[u8]) -> Vec<(String, i32)> {
     let Some((version, mut body)) = split_version(assignment) else {
         return Vec::new();
     };
@@ -52,7 +52,7 @@ pub(crate) fn assignment_partitions(assignment: &[u8]) -> Vec<(String, i32)> {
 
 /// Encodes partitions as a version-0 consumer assignment (what DescribeGroups
 /// shows for members the broker assigned).
-pub(crate) fn encode_assignment(partitions: &[(String, i32)]) -> Bytes {
+pub fn encode_assignment(partitions: &[(String, i32)]) -> Bytes {
     let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
     for (t, p) in partitions {
         by_topic.entry(t.as_str()).or_default().push(*p);

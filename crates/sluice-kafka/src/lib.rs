@@ -1,7 +1,7 @@
 //! Sluice's Kafka front end: framing, version negotiation and one handler per API,
 //! translating Kafka requests into calls on [`sluice_core::Broker`].
 
-mod consumer_protocol;
+pub mod consumer_protocol;
 pub mod errors;
 pub mod fetch_response;
 mod handlers;
