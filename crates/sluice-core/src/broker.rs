@@ -205,6 +205,15 @@ pub struct Broker {
     inner: Arc<Inner>,
 }
 
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -823,13 +832,26 @@ impl Broker {
         let mut retention_timer = tokio::time::interval(retention_every);
         flush_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         retention_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Group timers run on their own task, so slow storage work cannot delay
+        // session expiry or the end of a rebalance.
+        let groups = {
+            let broker = self.clone();
+            tokio::spawn(async move {
+                let mut timer = tokio::time::interval(Duration::from_millis(100));
+                timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    timer.tick().await;
+                    broker.tick_groups();
+                }
+            })
+        };
+        let _stop_groups = AbortOnDrop(groups);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = flush_timer.tick() => {
                     self.for_each_log("interval flush", |log, now| log.flush_if_due(now).map(|_| ())).await;
-                    self.tick_groups();
                 }
                 _ = retention_timer.tick() => {
                     self.for_each_log("retention", |log, now| log.apply_retention(now).map(|_| ())).await;
@@ -1017,12 +1039,12 @@ impl Broker {
     }
 
     /// ConsumerGroupHeartbeat (KIP-848) against the current topic metadata.
-    pub fn consumer_heartbeat(
+    pub async fn consumer_heartbeat(
         &self,
         req: ConsumerHeartbeat,
     ) -> Result<ConsumerHeartbeatReply, CoreError> {
         let topics = self.partition_counts();
-        self.inner.groups.consumer_heartbeat(req, &topics)
+        self.inner.groups.consumer_heartbeat(req, &topics).await
     }
 
     fn tick_groups(&self) {
@@ -1034,12 +1056,13 @@ impl Broker {
     /// Deletes committed offsets of groups without members once they are older
     /// than the retention (counted from the commit and from when the group became
     /// empty, whichever is later).
+    /// Then rewrites the offsets log if most of it is superseded.
     pub async fn expire_offsets(&self, now: i64) -> Result<(), CoreError> {
         let retention = self.inner.config.groups.offsets_retention_ms;
-        if retention < 0 {
-            return Ok(());
-        }
         for group in self.inner.offsets.groups() {
+            if retention < 0 {
+                break;
+            }
             if self.inner.groups.is_active(&group) {
                 continue;
             }
@@ -1055,6 +1078,13 @@ impl Broker {
                 self.store_offsets(&group, expired).await?;
             }
         }
+        let offsets = self.inner.offsets.clone();
+        let compacted = tokio::task::spawn_blocking(move || offsets.compact_if_needed(now))
+            .await
+            .map_err(|e| io_err(&self.inner.config.data_dir, std::io::Error::other(e)))??;
+        if compacted {
+            tracing::info!("compacted the committed-offsets log");
+        }
         Ok(())
     }
 
@@ -1069,8 +1099,16 @@ impl Broker {
             return Err(CoreError::InvalidGroupId(group.to_string()));
         }
         let committed = self.committed_offsets(group);
-        if committed.is_empty() && self.inner.groups.describe(group).is_none() {
+        let described = self.inner.groups.describe(group);
+        if committed.is_empty() && described.is_none() {
             return Err(CoreError::GroupIdNotFound(group.to_string()));
+        }
+        // Members of other protocols (Connect, …) have subscriptions the broker
+        // cannot read: treat an active one as subscribed to everything.
+        if let Some(d) = &described {
+            if !d.members.is_empty() && d.protocol_type != "consumer" {
+                return Err(CoreError::NonEmptyGroup(group.to_string()));
+            }
         }
         let subscribed = self
             .inner

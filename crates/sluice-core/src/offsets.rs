@@ -47,6 +47,8 @@ pub struct OffsetStore {
     groups: Mutex<HashMap<String, BTreeMap<GroupPartition, CommittedOffset>>>,
     /// Group metadata images by group.
     meta: Mutex<HashMap<String, Vec<u8>>>,
+    /// Records in the log (live and superseded), to decide when to rewrite it.
+    records: std::sync::atomic::AtomicU64,
 }
 
 /// Topic-length value that marks a group metadata key.
@@ -213,6 +215,7 @@ impl OffsetStore {
             log: Mutex::new(log),
             groups: Mutex::new(groups),
             meta: Mutex::new(meta),
+            records: std::sync::atomic::AtomicU64::new(records),
         };
         let live: u64 = store
             .groups
@@ -229,6 +232,9 @@ impl OffsetStore {
 
     /// Replaces the log with one holding only the live entries.
     fn rewrite(&self, now_ms: i64) -> Result<(), CoreError> {
+        // Held throughout: commits update the maps under this lock, so none can
+        // land in the old log after the snapshot of the maps below.
+        let mut log = self.log.lock();
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = self
             .groups
             .lock()
@@ -261,7 +267,6 @@ impl OffsetStore {
         }
         fresh.flush(now_ms)?;
         drop(fresh);
-        let mut log = self.log.lock();
         let old_dir = self.dir.with_extension("old");
         std::fs::rename(&self.dir, &old_dir).map_err(|e| io(&self.dir, e))?;
         std::fs::rename(&fresh_dir, &self.dir).map_err(|e| io(&fresh_dir, e))?;
@@ -271,6 +276,8 @@ impl OffsetStore {
                 .map_err(|e| io(parent, e))?;
         }
         *log = PartitionLog::open(&self.dir, log_config(), now_ms)?.0;
+        self.records
+            .store(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
         std::fs::remove_dir_all(&old_dir).map_err(|e| io(&old_dir, e))?;
         tracing::info!(entries = entries.len(), "rewrote the committed-offsets log");
         Ok(())
@@ -295,7 +302,7 @@ impl OffsetStore {
             .iter()
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
             .collect();
-        self.append_synced(&records, now_ms)?;
+        let _log = self.append_synced(&records, now_ms)?;
         let mut groups = self.groups.lock();
         let g = groups.entry(group.to_string()).or_default();
         for (t, p, c) in entries {
@@ -315,13 +322,40 @@ impl OffsetStore {
     }
 
     /// Appends one batch and waits for its fsync.
-    fn append_synced(&self, records: &[KeyValue<'_>], now_ms: i64) -> Result<(), CoreError> {
+    /// Appends one batch and waits for its fsync; returns the log lock, so the
+    /// caller updates the in-memory maps before a rewrite can snapshot them.
+    fn append_synced(
+        &self,
+        records: &[KeyValue<'_>],
+        now_ms: i64,
+    ) -> Result<parking_lot::MutexGuard<'_, PartitionLog>, CoreError> {
         let batch = encode_batch(records, now_ms, (-1, -1, -1));
         let verified = VerifiedBatches::new(&batch, usize::MAX)?;
         let log = self.log.lock();
         let appended = log.append(&verified, now_ms)?;
         log.sync_through(appended.seq)?;
-        Ok(())
+        self.records
+            .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(log)
+    }
+
+    /// Rewrites the log to its live entries when most of it is superseded, so it
+    /// stays proportional to the committed partitions and groups while the broker
+    /// runs. Blocking: call off the async threads.
+    pub fn compact_if_needed(&self, now_ms: i64) -> Result<bool, CoreError> {
+        let live = self
+            .groups
+            .lock()
+            .values()
+            .map(|g| g.len() as u64)
+            .sum::<u64>()
+            + self.meta.lock().len() as u64;
+        if self.records.load(std::sync::atomic::Ordering::Relaxed) <= REWRITE_RATIO * live.max(256)
+        {
+            return Ok(false);
+        }
+        self.rewrite(now_ms)?;
+        Ok(true)
     }
 
     /// Stores (or with `None` deletes) a group's metadata image, fsynced.
@@ -336,7 +370,7 @@ impl OffsetStore {
             return Ok(());
         }
         let key = encode_meta_key(group);
-        self.append_synced(&[(Some(key.as_slice()), image)], now_ms)?;
+        let _log = self.append_synced(&[(Some(key.as_slice()), image)], now_ms)?;
         let mut meta = self.meta.lock();
         match image {
             Some(i) => meta.insert(group.to_string(), i.to_vec()),
@@ -491,6 +525,34 @@ mod tests {
         assert_eq!(
             decode_meta_key(&encode_meta_key("g")),
             Some("g".to_string())
+        );
+    }
+
+    #[test]
+    fn the_log_is_compacted_while_open_and_nothing_is_lost() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = OffsetStore::open(tmp.path(), 0).unwrap();
+        assert!(!store.compact_if_needed(0).unwrap());
+        for i in 0..1500 {
+            store
+                .commit("g", &[("t".into(), i % 3, committed(i as i64))], 0)
+                .unwrap();
+        }
+        store.put_group_metadata("g", Some(b"img"), 0).unwrap();
+        assert!(store.compact_if_needed(0).unwrap());
+        assert_eq!(store.log.lock().log_end_offset(), 4);
+        store
+            .commit("g", &[("t".into(), 0, committed(5000))], 0)
+            .unwrap();
+        drop(store);
+        let store = OffsetStore::open(tmp.path(), 0).unwrap();
+        let g = store.fetch("g");
+        assert_eq!(g[&("t".to_string(), 0)].offset, 5000);
+        assert_eq!(g[&("t".to_string(), 1)].offset, 1498);
+        assert_eq!(g[&("t".to_string(), 2)].offset, 1499);
+        assert_eq!(
+            store.group_metadata(),
+            vec![("g".to_string(), b"img".to_vec())]
         );
     }
 }

@@ -121,6 +121,7 @@ async fn a_consumer_protocol_member_keeps_its_epoch_and_partitions_across_a_rest
             owned: Some(vec![]),
             ..Default::default()
         })
+        .await
         .unwrap();
     let assigned = joined.assignment.clone().unwrap();
     assert_eq!(assigned.len(), 3);
@@ -137,6 +138,7 @@ async fn a_consumer_protocol_member_keeps_its_epoch_and_partitions_across_a_rest
             owned: Some(assigned.clone()),
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(again.member_epoch, joined.member_epoch);
     // After a restart the broker restates the assignment once; it is unchanged.
@@ -205,4 +207,63 @@ async fn offsets_of_empty_groups_expire_after_the_retention_and_active_groups_ke
         1,
         "the group has a member"
     );
+}
+
+#[tokio::test]
+async fn consumer_protocol_members_are_not_fenced_after_a_restart_that_follows_epoch_bumps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(tmp.path())).unwrap();
+    broker
+        .create_topic("t", 2, 1, TopicConfig::default(), false)
+        .unwrap();
+    // (member, epoch, owned) per member; heartbeat all until they settle.
+    type Member = (String, i32, Vec<(String, i32)>);
+    let mut members: Vec<Member> = Vec::new();
+    for name in ["a", "b", "c"] {
+        members.push((name.to_string(), 0, Vec::new()));
+        for _ in 0..6 {
+            for (id, epoch, owned) in members.iter_mut() {
+                let reply = broker
+                    .consumer_heartbeat(ConsumerHeartbeat {
+                        group_id: "kg".into(),
+                        member_id: id.clone(),
+                        member_epoch: *epoch,
+                        rebalance_timeout_ms: 10_000,
+                        subscribed_topic_names: (*epoch == 0).then(|| vec!["t".into()]),
+                        owned: Some(owned.clone()),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                *epoch = reply.member_epoch;
+                if let Some(a) = reply.assignment {
+                    *owned = a;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        broker.describe_group("kg").unwrap().state,
+        GroupState::Stable
+    );
+    let owned: usize = members.iter().map(|m| m.2.len()).sum();
+    assert_eq!(owned, 2, "two partitions over three members");
+    broker.begin_shutdown();
+    drop(broker);
+
+    let broker = Broker::open(config(tmp.path())).unwrap();
+    for (id, epoch, owned) in &members {
+        let reply = broker
+            .consumer_heartbeat(ConsumerHeartbeat {
+                group_id: "kg".into(),
+                member_id: id.clone(),
+                member_epoch: *epoch,
+                rebalance_timeout_ms: -1,
+                owned: Some(owned.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("member {id} at epoch {epoch}: {e}"));
+        assert_eq!(reply.member_epoch, *epoch);
+    }
 }

@@ -89,34 +89,50 @@ fn uniform(
         .collect();
     // Upper bound per member; with different subscriptions it is only a target.
     let quota = all.len().div_ceil(members.len());
-    let mut taken: BTreeSet<&TopicPartition> = BTreeSet::new();
+    let mut taken: BTreeSet<TopicPartition> = BTreeSet::new();
     for (id, m) in members {
         let mine = out.entry(id.clone()).or_default();
         for tp in m.previous {
             if mine.len() >= quota {
                 break;
             }
-            let exists = partitions.get(&tp.0).is_some_and(|&n| tp.1 < n);
-            if exists && m.topics.contains(&tp.0) {
-                if let Some(tp) = all.iter().find(|x| *x == tp) {
-                    if taken.insert(tp) {
-                        mine.insert(tp.clone());
-                    }
-                }
+            let exists = partitions
+                .get(&tp.0)
+                .is_some_and(|&n| tp.1 >= 0 && tp.1 < n);
+            if exists && m.topics.contains(&tp.0) && taken.insert(tp.clone()) {
+                mine.insert(tp.clone());
             }
         }
     }
+    // The rest go, one by one, to the least loaded member subscribed to the topic
+    // (ties by member id); a heap per topic keeps this O(P log M).
+    let mut loads: BTreeMap<
+        &str,
+        std::collections::BinaryHeap<std::cmp::Reverse<(usize, &String)>>,
+    > = BTreeMap::new();
     for tp in &all {
         if taken.contains(tp) {
             continue;
         }
-        let least = out
-            .iter()
-            .filter(|(id, _)| members[*id].topics.contains(&tp.0))
-            .min_by_key(|(id, set)| (set.len(), (*id).clone()))
-            .map(|(id, _)| id.clone());
-        if let Some(id) = least {
-            out.entry(id).or_default().insert(tp.clone());
+        let heap = loads.entry(tp.0.as_str()).or_insert_with(|| {
+            members
+                .iter()
+                .filter(|(_, m)| m.topics.contains(&tp.0))
+                .map(|(id, _)| std::cmp::Reverse((out[id].len(), id)))
+                .collect()
+        });
+        // Entries go stale when another topic's heap gave the member partitions.
+        while let Some(std::cmp::Reverse((load, id))) = heap.pop() {
+            let current = out[id].len();
+            if current != load {
+                heap.push(std::cmp::Reverse((current, id)));
+                continue;
+            }
+            if let Some(set) = out.get_mut(id) {
+                set.insert(tp.clone());
+            }
+            heap.push(std::cmp::Reverse((current + 1, id)));
+            break;
         }
     }
     out

@@ -565,12 +565,18 @@ impl ClassicGroup {
             let _ = w.send(Err(fenced()));
         }
         let was_leader = self.leader.as_deref() == Some(old_id);
-        let same_protocols = m.protocols == req.protocols;
         m.id = new_id.clone();
         m.session_deadline = now + ms(req.session_timeout_ms);
+        m.session_timeout = ms(req.session_timeout_ms);
+        m.rebalance_timeout = ms(req.rebalance_timeout_ms);
         m.client_id = req.client_id.clone();
         m.client_host = req.client_host.clone();
+        // Metadata differs on every restart (owned partitions, generation); what
+        // matters, as in Kafka, is whether the group would pick another protocol.
+        m.protocols = req.protocols.clone();
+        m.subscribed_topics = req.subscribed_topics.clone();
         self.members.insert(new_id.clone(), m);
+        let same_protocols = self.select_protocol() == self.protocol_name;
         if let Some(i) = &req.group_instance_id {
             self.static_members.insert(i.clone(), new_id.clone());
         }

@@ -265,13 +265,14 @@ impl ConsumerGroup {
             .collect()
     }
 
+    /// Handles one heartbeat. The flag says whether the member gained partitions.
     pub fn heartbeat(
         &mut self,
         req: ConsumerHeartbeat,
         cfg: &GroupConfig,
         topics: &BTreeMap<String, i32>,
         now: Instant,
-    ) -> Result<ConsumerHeartbeatReply, CoreError> {
+    ) -> Result<(ConsumerHeartbeatReply, bool), CoreError> {
         if let Some(a) = &req.server_assignor {
             if !ASSIGNORS.contains(&a.as_str()) {
                 return Err(CoreError::UnsupportedAssignor(a.clone()));
@@ -298,12 +299,16 @@ impl ConsumerGroup {
                     self.target.remove(&id);
                     self.after_membership_change(topics);
                 }
-                return Ok(ConsumerHeartbeatReply {
-                    member_id: id,
-                    member_epoch: req.member_epoch,
-                    heartbeat_interval_ms: interval,
-                    assignment: None,
-                });
+                self.dirty = true;
+                return Ok((
+                    ConsumerHeartbeatReply {
+                        member_id: id,
+                        member_epoch: req.member_epoch,
+                        heartbeat_interval_ms: interval,
+                        assignment: None,
+                    },
+                    false,
+                ));
             }
             _ => {}
         }
@@ -352,7 +357,7 @@ impl ConsumerGroup {
             self.retarget(topics);
         }
         let full = req.member_epoch == 0 || req.owned.is_some();
-        self.reconcile(&id, now);
+        let gained = self.reconcile(&id, now);
         let m = self
             .members
             .get_mut(&id)
@@ -368,12 +373,15 @@ impl ConsumerGroup {
         if assignment.is_some() {
             self.dirty = true;
         }
-        Ok(ConsumerHeartbeatReply {
-            member_id: id,
-            member_epoch: m.epoch,
-            heartbeat_interval_ms: interval,
-            assignment,
-        })
+        Ok((
+            ConsumerHeartbeatReply {
+                member_id: id,
+                member_epoch: m.epoch,
+                heartbeat_interval_ms: interval,
+                assignment,
+            },
+            gained,
+        ))
     }
 
     fn resolve_leaving(&self, req: &ConsumerHeartbeat) -> Result<String, CoreError> {
@@ -392,6 +400,11 @@ impl ConsumerGroup {
         cfg: &GroupConfig,
         now: Instant,
     ) -> Result<(String, bool), CoreError> {
+        if req.rebalance_timeout_ms <= 0 {
+            return Err(CoreError::InvalidRequest(
+                "a joining member must send its rebalance timeout".into(),
+            ));
+        }
         if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
             return Err(CoreError::InvalidRequest(
                 "a joining member must send its subscription".into(),
@@ -511,7 +524,9 @@ impl ConsumerGroup {
     }
 
     /// Moves one member a step towards its target (see the module comment).
-    fn reconcile(&mut self, id: &str, now: Instant) {
+    /// Returns whether the member gained partitions (the caller makes that
+    /// durable before answering, so a crash cannot hand them out twice).
+    fn reconcile(&mut self, id: &str, now: Instant) -> bool {
         let target = self.target.get(id).cloned().unwrap_or_default();
         let held_by_others: BTreeSet<TopicPartition> = self
             .members
@@ -521,33 +536,76 @@ impl ConsumerGroup {
             .collect();
         let assignment_epoch = self.assignment_epoch;
         let Some(m) = self.members.get_mut(id) else {
-            return;
+            return false;
+        };
+        let before = (m.epoch, m.assigned.len(), m.revoking.len());
+        // A member may own partitions the broker does not know it has (its state
+        // was restored from an older image): adopt those that are its own and free,
+        // and make it release the rest before anyone else gets them.
+        let unknown: Vec<TopicPartition> = m
+            .owned
+            .iter()
+            .filter(|tp| !m.assigned.contains(*tp) && !m.revoking.contains(*tp))
+            .cloned()
+            .collect();
+        for tp in unknown {
+            if target.contains(&tp) && !held_by_others.contains(&tp) {
+                m.assigned.insert(tp);
+            } else {
+                m.revoking.insert(tp);
+                m.revoke_deadline.get_or_insert(
+                    now + Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64),
+                );
+            }
+        }
+        let gained = self.step(id, &target, &held_by_others, assignment_epoch, now);
+        if let Some(m) = self.members.get(id) {
+            if (m.epoch, m.assigned.len(), m.revoking.len()) != before {
+                self.dirty = true;
+            }
+        }
+        gained
+    }
+
+    fn step(
+        &mut self,
+        id: &str,
+        target: &BTreeSet<TopicPartition>,
+        held_by_others: &BTreeSet<TopicPartition>,
+        assignment_epoch: i32,
+        now: Instant,
+    ) -> bool {
+        let Some(m) = self.members.get_mut(id) else {
+            return false;
         };
         if !m.revoking.is_empty() {
             if m.owned.iter().any(|tp| m.revoking.contains(tp)) {
-                return;
+                return false;
             }
             m.revoking.clear();
             m.revoke_deadline = None;
         }
         if m.epoch != assignment_epoch {
             let to_revoke: BTreeSet<TopicPartition> =
-                m.assigned.difference(&target).cloned().collect();
+                m.assigned.difference(target).cloned().collect();
             if !to_revoke.is_empty() {
                 m.assigned.retain(|tp| !to_revoke.contains(tp));
                 m.revoking = to_revoke;
                 m.revoke_deadline =
                     Some(now + Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64));
-                return;
+                return false;
             }
             m.previous_epoch = m.epoch;
             m.epoch = assignment_epoch;
         }
+        let mut gained = false;
         for tp in target {
-            if !m.assigned.contains(&tp) && !held_by_others.contains(&tp) {
-                m.assigned.insert(tp);
+            if !m.assigned.contains(tp) && !held_by_others.contains(tp) {
+                m.assigned.insert(tp.clone());
+                gained = true;
             }
         }
+        gained
     }
 
     /// Checks an offset commit against the member and its epoch.
@@ -567,7 +625,7 @@ impl ConsumerGroup {
                 member: member_id.to_string(),
             });
         };
-        if epoch != m.epoch && epoch != m.previous_epoch {
+        if epoch != m.epoch {
             return Err(CoreError::StaleMemberEpoch {
                 group: self.id.clone(),
                 member: member_id.to_string(),
@@ -606,6 +664,18 @@ fn session(cfg: &GroupConfig) -> Duration {
 mod tests {
     use super::*;
 
+    impl ConsumerGroup {
+        fn reply(
+            &mut self,
+            req: ConsumerHeartbeat,
+            cfg: &GroupConfig,
+            topics: &BTreeMap<String, i32>,
+            now: Instant,
+        ) -> Result<ConsumerHeartbeatReply, CoreError> {
+            self.heartbeat(req, cfg, topics, now).map(|(r, _)| r)
+        }
+    }
+
     fn cfg() -> GroupConfig {
         GroupConfig::default()
     }
@@ -637,18 +707,14 @@ mod tests {
         let topics: BTreeMap<String, i32> = [("t".to_string(), 6)].into();
         let now = Instant::now();
         let mut g = ConsumerGroup::new("g", 0);
-        let a = g
-            .heartbeat(join("a", &["t"]), &cfg(), &topics, now)
-            .unwrap();
+        let a = g.reply(join("a", &["t"]), &cfg(), &topics, now).unwrap();
         let a_owned = owned(&a, &[]);
         assert_eq!(a_owned.len(), 6);
         // b joins: it gets nothing until a has released its share.
-        let b = g
-            .heartbeat(join("b", &["t"]), &cfg(), &topics, now)
-            .unwrap();
+        let b = g.reply(join("b", &["t"]), &cfg(), &topics, now).unwrap();
         assert_eq!(b.assignment, Some(vec![]));
         let a2 = g
-            .heartbeat(
+            .reply(
                 ConsumerHeartbeat {
                     owned: None,
                     ..hb("a", a.member_epoch)
@@ -666,7 +732,7 @@ mod tests {
         );
         // a confirms the revocation, moves to the new epoch.
         let a3 = g
-            .heartbeat(
+            .reply(
                 ConsumerHeartbeat {
                     owned: Some(a_kept.clone()),
                     ..hb("a", a2.member_epoch)
@@ -678,7 +744,7 @@ mod tests {
             .unwrap();
         assert!(a3.member_epoch > a.member_epoch);
         let b2 = g
-            .heartbeat(
+            .reply(
                 ConsumerHeartbeat {
                     owned: Some(vec![]),
                     ..hb("b", b.member_epoch)
@@ -700,19 +766,15 @@ mod tests {
         let topics: BTreeMap<String, i32> = [("t".to_string(), 2)].into();
         let now = Instant::now();
         let mut g = ConsumerGroup::new("g", 0);
-        let a = g
-            .heartbeat(join("a", &["t"]), &cfg(), &topics, now)
-            .unwrap();
+        let a = g.reply(join("a", &["t"]), &cfg(), &topics, now).unwrap();
         let err = g
-            .heartbeat(hb("a", a.member_epoch + 5), &cfg(), &topics, now)
+            .reply(hb("a", a.member_epoch + 5), &cfg(), &topics, now)
             .unwrap_err();
         assert!(matches!(err, CoreError::FencedMemberEpoch { .. }));
-        let err = g
-            .heartbeat(hb("nobody", 3), &cfg(), &topics, now)
-            .unwrap_err();
+        let err = g.reply(hb("nobody", 3), &cfg(), &topics, now).unwrap_err();
         assert!(matches!(err, CoreError::UnknownMemberId { .. }));
         let err = g
-            .heartbeat(
+            .reply(
                 ConsumerHeartbeat {
                     server_assignor: Some("magic".into()),
                     ..join("c", &["t"])
@@ -730,18 +792,14 @@ mod tests {
         let topics: BTreeMap<String, i32> = [("t".to_string(), 4)].into();
         let now = Instant::now();
         let mut g = ConsumerGroup::new("g", 0);
-        let a = g
-            .heartbeat(join("a", &["t"]), &cfg(), &topics, now)
-            .unwrap();
-        let b = g
-            .heartbeat(join("b", &["t"]), &cfg(), &topics, now)
-            .unwrap();
+        let a = g.reply(join("a", &["t"]), &cfg(), &topics, now).unwrap();
+        let b = g.reply(join("b", &["t"]), &cfg(), &topics, now).unwrap();
         let a_kept = owned(
-            &g.heartbeat(hb("a", a.member_epoch), &cfg(), &topics, now)
+            &g.reply(hb("a", a.member_epoch), &cfg(), &topics, now)
                 .unwrap(),
             &[],
         );
-        g.heartbeat(
+        g.reply(
             ConsumerHeartbeat {
                 owned: Some(a_kept),
                 ..hb("a", a.member_epoch)
@@ -751,9 +809,9 @@ mod tests {
             now,
         )
         .unwrap();
-        g.heartbeat(hb("a", -1), &cfg(), &topics, now).unwrap();
+        g.reply(hb("a", -1), &cfg(), &topics, now).unwrap();
         let b2 = g
-            .heartbeat(
+            .reply(
                 ConsumerHeartbeat {
                     owned: Some(vec![]),
                     ..hb("b", b.member_epoch)

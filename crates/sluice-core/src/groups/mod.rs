@@ -200,6 +200,11 @@ struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
+    /// Queues an image without starting a write.
+    fn schedule_only(&self, group: &str, image: Vec<u8>) {
+        self.pending.lock().insert(group.to_string(), Some(image));
+    }
+
     fn schedule(self: &Arc<Self>, group: &str, image: Option<Vec<u8>>) {
         self.pending.lock().insert(group.to_string(), image);
         if !self.scheduled.swap(true, Ordering::AcqRel) {
@@ -213,6 +218,13 @@ impl SnapshotWriter {
         }
     }
 
+    /// Writes everything pending (including what callers scheduled before this
+    /// call) off the async threads, and returns once it is on disk.
+    async fn flush(self: &Arc<Self>) {
+        let writer = self.clone();
+        let _ = tokio::task::spawn_blocking(move || writer.drain()).await;
+    }
+
     fn drain(&self) {
         let _order = self.write_lock.lock();
         self.scheduled.store(false, Ordering::Release);
@@ -224,6 +236,19 @@ impl SnapshotWriter {
             }
         }
     }
+}
+
+/// Longest group id: ids are stored with a 16-bit length, as Kafka's
+/// non-flexible string encoding has them.
+pub const GROUP_ID_BYTES_MAX: usize = i16::MAX as usize;
+
+/// Fails for an empty or over-long group id.
+pub fn check_group_id(group: &str) -> Result<(), CoreError> {
+    if group.is_empty() || group.len() > GROUP_ID_BYTES_MAX {
+        let shown: String = group.chars().take(64).collect();
+        return Err(CoreError::InvalidGroupId(shown));
+    }
+    Ok(())
 }
 
 /// The coordinator of every group on this broker.
@@ -286,9 +311,7 @@ impl GroupCoordinator {
     }
 
     fn check_open(&self, group: &str) -> Result<(), CoreError> {
-        if group.is_empty() {
-            return Err(CoreError::InvalidGroupId(group.to_string()));
-        }
+        check_group_id(group)?;
         if self.closed.load(Ordering::Acquire) {
             return Err(CoreError::CoordinatorNotAvailable);
         }
@@ -303,6 +326,10 @@ impl GroupCoordinator {
         f: impl FnOnce(&mut ClassicGroup) -> Result<T, CoreError>,
     ) -> Result<T, CoreError> {
         let mut groups = self.groups.lock();
+        // Checked under the lock: shutdown fails every waiter parked before it.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(CoreError::CoordinatorNotAvailable);
+        }
         if !groups.contains_key(name) {
             if !create {
                 return Err(CoreError::UnknownMemberId {
@@ -310,7 +337,7 @@ impl GroupCoordinator {
                     member: String::new(),
                 });
             }
-            if groups.len() >= self.config.max_groups {
+            if !self.room_for_group(&groups) {
                 return Err(CoreError::CoordinatorNotAvailable);
             }
             groups.insert(
@@ -333,6 +360,13 @@ impl GroupCoordinator {
         let out = f(c);
         self.persist_if_dirty(name, g);
         out
+    }
+
+    /// Whether another group may be created: groups without members (kept for
+    /// their offsets) do not count.
+    fn room_for_group(&self, groups: &HashMap<String, Group>) -> bool {
+        groups.len() < self.config.max_groups
+            || groups.values().filter(|g| !g.is_empty()).count() < self.config.max_groups
     }
 
     /// JoinGroup: resolves when the rebalance this join takes part in completes.
@@ -388,14 +422,31 @@ impl GroupCoordinator {
     }
 
     /// ConsumerGroupHeartbeat. `topics` maps every topic to its partition count.
-    pub fn consumer_heartbeat(
+    /// A reply that hands out partitions is sent only once the group image that
+    /// records it is on disk, so a crash cannot give them to two members.
+    pub async fn consumer_heartbeat(
         &self,
         req: ConsumerHeartbeat,
         topics: &BTreeMap<String, i32>,
     ) -> Result<ConsumerHeartbeatReply, CoreError> {
+        let (reply, gained) = self.consumer_heartbeat_locked(req, topics)?;
+        if gained {
+            self.writer.flush().await;
+        }
+        Ok(reply)
+    }
+
+    fn consumer_heartbeat_locked(
+        &self,
+        req: ConsumerHeartbeat,
+        topics: &BTreeMap<String, i32>,
+    ) -> Result<(ConsumerHeartbeatReply, bool), CoreError> {
         self.check_open(&req.group_id)?;
         let name = req.group_id.clone();
         let mut groups = self.groups.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(CoreError::CoordinatorNotAvailable);
+        }
         if !groups.contains_key(&name) {
             if req.member_epoch != 0 {
                 return Err(CoreError::UnknownMemberId {
@@ -403,7 +454,7 @@ impl GroupCoordinator {
                     member: req.member_id,
                 });
             }
-            if groups.len() >= self.config.max_groups {
+            if !self.room_for_group(&groups) {
                 return Err(CoreError::CoordinatorNotAvailable);
             }
             groups.insert(
@@ -437,9 +488,7 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> Result<(), CoreError> {
-        if group.is_empty() {
-            return Err(CoreError::InvalidGroupId(group.to_string()));
-        }
+        check_group_id(group)?;
         let mut groups = self.groups.lock();
         match groups.get_mut(group) {
             Some(Group::Classic(g)) => {
@@ -562,12 +611,20 @@ impl GroupCoordinator {
     /// Refuses new requests, fails the waiting ones and writes pending group
     /// images; for shutdown.
     pub fn shutdown(&self) {
+        let mut groups = self.groups.lock();
         self.closed.store(true, Ordering::Release);
-        for g in self.groups.lock().values_mut() {
+        for (name, g) in groups.iter_mut() {
             if let Group::Classic(c) = g {
                 c.abort_waiters();
             }
+            // The newest state of every group, not only what was queued.
+            if !g.is_empty() {
+                if let Ok(image) = serde_json::to_vec(&g.snapshot()) {
+                    self.writer.schedule_only(name, image);
+                }
+            }
         }
+        drop(groups);
         self.writer.drain();
     }
 }

@@ -11,7 +11,7 @@ use super::s;
 use crate::errors::error_code;
 use crate::server::Ctx;
 
-pub(crate) fn handle(
+pub(crate) async fn handle(
     ctx: &Ctx,
     req: ConsumerGroupHeartbeatRequest,
     client_id: &str,
@@ -44,7 +44,7 @@ pub(crate) fn handle(
         client_id: client_id.to_string(),
         client_host: format!("/{}", peer.ip()),
     };
-    match broker.consumer_heartbeat(heartbeat) {
+    match broker.consumer_heartbeat(heartbeat).await {
         Ok(reply) => {
             let assignment = reply.assignment.map(|parts| {
                 let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = Default::default();

@@ -85,7 +85,7 @@ pub(crate) async fn dispatch(
             ResponseKind::OffsetDelete(offset_delete::handle(ctx, r).await)
         }
         RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
-            consumer_group_heartbeat::handle(ctx, r, client_id, peer),
+            consumer_group_heartbeat::handle(ctx, r, client_id, peer).await,
         ),
         RequestKind::DescribeCluster(_) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(ctx))

@@ -457,8 +457,12 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             if let Some(m) = &member {
                 // Printed means delivered: commit it.
                 let progress = progress(&positions, &committed_at);
-                m.commit(&mut client, &progress).await?;
-                committed_at.extend(progress);
+                match m.commit(&mut client, &progress).await {
+                    Ok(()) => committed_at.extend(progress),
+                    // Fenced or rebalancing: the next heartbeat sorts membership
+                    // out; uncommitted records may be delivered again.
+                    Err(e) => eprintln!("{e:#}"),
+                }
             }
         }
     }

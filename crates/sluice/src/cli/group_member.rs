@@ -162,7 +162,9 @@ impl GroupMember {
             .with_topics(Some(vec![OffsetFetchRequestTopic::default()
                 .with_name(TopicName(text(&self.topic)))
                 .with_partition_indexes(partitions.to_vec())]));
-        let response = client.send(&request).await?;
+        // v8+ moves group ids into a list; this request uses the v7 shape.
+        let version = client.version::<OffsetFetchRequest>()?.min(7);
+        let response = client.send_version(&request, version).await?;
         check(response.error_code, None, || {
             format!("OffsetFetch of group {:?}", self.group)
         })?;
