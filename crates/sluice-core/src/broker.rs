@@ -1079,12 +1079,9 @@ impl Broker {
             }
         }
         let offsets = self.inner.offsets.clone();
-        let compacted = tokio::task::spawn_blocking(move || offsets.compact_if_needed(now))
+        tokio::task::spawn_blocking(move || offsets.compact_if_needed(now))
             .await
             .map_err(|e| io_err(&self.inner.config.data_dir, std::io::Error::other(e)))??;
-        if compacted {
-            tracing::info!("compacted the committed-offsets log");
-        }
         Ok(())
     }
 

@@ -217,16 +217,7 @@ impl OffsetStore {
             meta: Mutex::new(meta),
             records: std::sync::atomic::AtomicU64::new(records),
         };
-        let live: u64 = store
-            .groups
-            .lock()
-            .values()
-            .map(|g| g.len() as u64)
-            .sum::<u64>()
-            + store.meta.lock().len() as u64;
-        if records > REWRITE_RATIO * live.max(256) {
-            store.rewrite(now_ms)?;
-        }
+        store.compact_if_needed(now_ms)?;
         Ok(store)
     }
 

@@ -50,6 +50,11 @@ pub fn error_code(e: &CoreError) -> i16 {
     }
 }
 
+/// The Kafka error code of an outcome: 0 for success.
+pub fn result_code<T>(r: &Result<T, CoreError>) -> i16 {
+    r.as_ref().err().map_or(0, error_code)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

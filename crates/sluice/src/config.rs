@@ -177,8 +177,6 @@ impl ServeArgs {
             .or(file.retention_check_ms)
             .unwrap_or(300_000);
         let g = &mut broker.groups;
-        let pick =
-            |flag: Option<i64>, file: Option<i64>, default: i64| flag.or(file).unwrap_or(default);
         g.initial_rebalance_delay_ms = self
             .group_initial_rebalance_delay_ms
             .or(file.group_initial_rebalance_delay_ms)
@@ -203,11 +201,10 @@ impl ServeArgs {
             .group_max_size
             .or(file.group_max_size)
             .unwrap_or(g.max_size);
-        g.offsets_retention_ms = pick(
-            self.offsets_retention_ms,
-            file.offsets_retention_ms,
-            g.offsets_retention_ms,
-        );
+        g.offsets_retention_ms = self
+            .offsets_retention_ms
+            .or(file.offsets_retention_ms)
+            .unwrap_or(g.offsets_retention_ms);
         if g.min_session_timeout_ms < 1 || g.min_session_timeout_ms > g.max_session_timeout_ms {
             bail!("group session timeouts need 1 <= min <= max");
         }

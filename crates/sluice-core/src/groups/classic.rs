@@ -728,11 +728,7 @@ impl ClassicGroup {
             .as_ref()
             .is_none_or(|l| !self.members.contains_key(l))
         {
-            self.leader = self
-                .members
-                .values()
-                .min_by_key(|m| m.joined_seq)
-                .map(|m| m.id.clone());
+            self.leader = self.longest_standing_member();
         }
         self.state = GroupState::CompletingRebalance;
         self.pending_sync = self.members.keys().cloned().collect();
@@ -770,12 +766,16 @@ impl ClassicGroup {
         }
         self.pending_sync.remove(id);
         if self.leader.as_deref() == Some(id) {
-            self.leader = self
-                .members
-                .values()
-                .min_by_key(|m| m.joined_seq)
-                .map(|m| m.id.clone());
+            self.leader = self.longest_standing_member();
         }
+    }
+
+    /// The member that joined first: the leader when the old one is gone.
+    fn longest_standing_member(&self) -> Option<String> {
+        self.members
+            .values()
+            .min_by_key(|m| m.joined_seq)
+            .map(|m| m.id.clone())
     }
 
     /// After members left: rebalance the rest, or finish a join that waited for them.

@@ -310,14 +310,6 @@ impl GroupCoordinator {
         }
     }
 
-    fn check_open(&self, group: &str) -> Result<(), CoreError> {
-        check_group_id(group)?;
-        if self.closed.load(Ordering::Acquire) {
-            return Err(CoreError::CoordinatorNotAvailable);
-        }
-        Ok(())
-    }
-
     /// Runs `f` on the classic group `name`, creating it when `create` allows.
     fn with_classic<T>(
         &self,
@@ -371,7 +363,7 @@ impl GroupCoordinator {
 
     /// JoinGroup: resolves when the rebalance this join takes part in completes.
     pub async fn join(&self, req: JoinRequest) -> Result<Joined, CoreError> {
-        self.check_open(&req.group_id)?;
+        check_group_id(&req.group_id)?;
         let name = req.group_id.clone();
         let create = req.member_id.is_empty();
         let outcome = self.with_classic(&name, create, |g| {
@@ -386,7 +378,7 @@ impl GroupCoordinator {
     /// SyncGroup: the leader's call stores every assignment; each member's call
     /// resolves with its own once the leader's has arrived.
     pub async fn sync(&self, req: SyncRequest) -> Result<Synced, CoreError> {
-        self.check_open(&req.group_id)?;
+        check_group_id(&req.group_id)?;
         let name = req.group_id.clone();
         let outcome = self.with_classic(&name, false, |g| Ok(g.sync(req, Instant::now())))?;
         match outcome {
@@ -403,7 +395,7 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), CoreError> {
-        self.check_open(group)?;
+        check_group_id(group)?;
         self.with_classic(group, false, |g| {
             g.heartbeat(member_id, instance_id, generation, Instant::now())
         })
@@ -415,7 +407,7 @@ impl GroupCoordinator {
         group: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), CoreError>>, CoreError> {
-        self.check_open(group)?;
+        check_group_id(group)?;
         self.with_classic(group, false, |g| {
             Ok(g.leave(members, &self.config, Instant::now()))
         })
@@ -441,7 +433,7 @@ impl GroupCoordinator {
         req: ConsumerHeartbeat,
         topics: &BTreeMap<String, i32>,
     ) -> Result<(ConsumerHeartbeatReply, bool), CoreError> {
-        self.check_open(&req.group_id)?;
+        check_group_id(&req.group_id)?;
         let name = req.group_id.clone();
         let mut groups = self.groups.lock();
         if self.closed.load(Ordering::Acquire) {

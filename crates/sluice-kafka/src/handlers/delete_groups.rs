@@ -3,16 +3,13 @@
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use crate::errors::error_code;
+use crate::errors::result_code;
 use crate::server::Ctx;
 
 pub(crate) async fn handle(ctx: &Ctx, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in req.groups_names {
-        let code = match ctx.broker.delete_group(g.0.as_str()).await {
-            Ok(()) => 0,
-            Err(e) => error_code(&e),
-        };
+        let code = result_code(&ctx.broker.delete_group(g.0.as_str()).await);
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(g)

@@ -2,7 +2,7 @@
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use crate::errors::error_code;
+use crate::errors::result_code;
 use crate::server::Ctx;
 
 pub(crate) fn handle(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResponse {
@@ -12,5 +12,5 @@ pub(crate) fn handle(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResponse {
         req.group_instance_id.as_deref(),
         req.generation_id,
     );
-    HeartbeatResponse::default().with_error_code(result.err().map_or(0, |e| error_code(&e)))
+    HeartbeatResponse::default().with_error_code(result_code(&result))
 }

@@ -3,7 +3,7 @@
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use crate::errors::error_code;
+use crate::errors::{error_code, result_code};
 use crate::server::Ctx;
 
 pub(crate) fn handle(ctx: &Ctx, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
@@ -30,7 +30,7 @@ pub(crate) fn handle(ctx: &Ctx, req: LeaveGroupRequest, version: i16) -> LeaveGr
                     MemberResponse::default()
                         .with_member_id(m.member_id)
                         .with_group_instance_id(m.group_instance_id)
-                        .with_error_code(r.err().map_or(0, |e| error_code(&e)))
+                        .with_error_code(result_code(&r))
                 })
                 .collect(),
         ),

@@ -6,7 +6,7 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use sluice_core::{now_ms, CommittedOffset};
 
-use crate::errors::error_code;
+use crate::errors::{error_code, result_code};
 use crate::server::Ctx;
 
 pub(crate) async fn handle(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitResponse {
@@ -43,7 +43,7 @@ pub(crate) async fn handle(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitR
     let mut codes = match results {
         Ok(per_partition) => per_partition
             .into_iter()
-            .map(|r| r.err().map_or(0, |e| error_code(&e)))
+            .map(|r| result_code(&r))
             .collect::<Vec<_>>(),
         Err(e) => {
             let code = error_code(&e);

@@ -5,7 +5,7 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use crate::errors::error_code;
+use crate::errors::{error_code, result_code};
 use crate::server::Ctx;
 
 pub(crate) async fn handle(ctx: &Ctx, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
@@ -26,9 +26,7 @@ pub(crate) async fn handle(ctx: &Ctx, req: OffsetDeleteRequest) -> OffsetDeleteR
         Ok(r) => r,
         Err(e) => return OffsetDeleteResponse::default().with_error_code(error_code(&e)),
     };
-    let mut codes = results
-        .into_iter()
-        .map(|r| r.err().map_or(0, |e| error_code(&e)));
+    let mut codes = results.into_iter().map(|r| result_code(&r));
     let topics = req
         .topics
         .into_iter()
