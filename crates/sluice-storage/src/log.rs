@@ -145,8 +145,6 @@ struct Inner {
     visible: VisibleEnd,
     /// Oldest first; the last one is active. Never empty.
     segments: Vec<Segment>,
-    /// Reused buffer in which offsets are assigned before the write.
-    write_buf: Vec<u8>,
     /// Number of appends written so far.
     written_seq: u64,
     unflushed_bytes: u64,
@@ -242,7 +240,6 @@ impl PartitionLog {
                 visible,
                 config,
                 segments,
-                write_buf: Vec::new(),
                 written_seq: 0,
                 unflushed_bytes: 0,
                 last_flush_ms: now_ms,
@@ -318,25 +315,17 @@ impl PartitionLog {
             inner.roll(&self.dir, now_ms)?;
         }
         let Inner {
-            segments,
-            write_buf,
-            config,
-            ..
+            segments, config, ..
         } = &mut *inner;
         let active = segments.last_mut().expect("a log always has a segment");
         let base_offset = active.next_offset;
-        write_buf.clear();
-        write_buf.extend_from_slice(batches.bytes);
         let mut headers = batches.headers.clone();
-        let mut at = 0;
         let mut next = base_offset;
         for header in &mut headers {
-            write_buf[at..at + 8].copy_from_slice(&next.to_be_bytes());
             header.base_offset = next;
             next = header.last_offset() + 1;
-            at += header.total_bytes();
         }
-        if let Err(e) = active.append(write_buf, &headers, config.index_interval_bytes) {
+        if let Err(e) = active.append(batches.bytes, &headers, config.index_interval_bytes) {
             // The file may hold a partial write past `size`; nothing will read it and
             // recovery cuts it, but refuse further appends until then.
             inner.failed = true;

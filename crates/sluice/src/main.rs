@@ -1,6 +1,8 @@
 //! The `sluice` binary: `sluice serve` runs the broker; the other subcommands are a
 //! command-line client that talks to a running broker over the Kafka protocol.
 
+#[cfg(feature = "bench")]
+mod bench;
 mod cli;
 mod config;
 mod serve;
@@ -23,6 +25,9 @@ struct Args {
 enum Command {
     /// Run the broker (embedded defaults: data in ./sluice-data, Kafka on 127.0.0.1:9092).
     Serve(config::ServeArgs),
+    /// Measure a running broker's throughput and latency through librdkafka.
+    #[cfg(feature = "bench")]
+    Bench(bench::BenchArgs),
     #[command(flatten)]
     Client(cli::Command),
 }
@@ -42,6 +47,8 @@ fn main() -> std::process::ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Serve(serve_args) => serve::run(serve_args),
+        #[cfg(feature = "bench")]
+        Command::Bench(bench_args) => bench::run(bench_args),
         Command::Client(cmd) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

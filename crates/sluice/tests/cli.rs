@@ -589,3 +589,112 @@ fn consume_with_a_group_commits_and_the_next_run_resumes_after_it() {
     let described = broker.json(&["group", "describe", "cg"]);
     assert_eq!(described["lag"].as_i64(), Some(36));
 }
+
+#[test]
+fn bench_measures_produce_consume_and_latency_and_removes_its_topics() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let limits = dir.path().join("limits.json");
+    std::fs::write(
+        &limits,
+        r#"{"loopback_tcp_mb_s": 1000.0, "disk_seq_write_mb_s": 500.0,
+            "disk_seq_read_mb_s": 800.0, "fsync_per_s": 300.0}"#,
+    )
+    .expect("write limits");
+    let markdown = dir.path().join("results.md");
+    let pid = broker.child.id().to_string();
+    let common = [
+        "bench",
+        "--bootstrap",
+        broker.addr.as_str(),
+        "--seconds",
+        "1",
+        "--no-progress",
+        "--broker-pid",
+        pid.as_str(),
+        "--limits",
+        limits.to_str().expect("utf-8 path"),
+    ];
+
+    let mut args = common.to_vec();
+    let markdown_arg = markdown.to_str().expect("utf-8 path");
+    args.extend([
+        "--markdown",
+        markdown_arg,
+        "consume",
+        "--partitions",
+        "3",
+        "--size",
+        "100",
+        "--consumers",
+        "1,2",
+    ]);
+    let out = run_with_timeout(&args, b"");
+    assert!(out.status.success(), "bench consume failed: {}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).expect("bench prints JSON");
+    let results = report["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3, "{results:?}");
+    let produced = results[0]["figures"]["messages"]
+        .as_f64()
+        .expect("produced");
+    assert!(produced > 0.0, "{results:?}");
+    assert_eq!(results[0]["figures"]["failed"].as_f64(), Some(0.0));
+    assert!(
+        results[0]["of_limit"]["loopback_tcp"]
+            .as_f64()
+            .expect("share")
+            > 0.0
+    );
+    assert!(
+        results[0]["broker"]["rss_mib"]
+            .as_f64()
+            .expect("broker rss")
+            > 0.0
+    );
+    for read in &results[1..] {
+        // Every acknowledged message is read back, whatever the consumer count.
+        assert_eq!(
+            read["figures"]["messages"].as_f64(),
+            Some(produced),
+            "{read}"
+        );
+        assert_eq!(
+            read["figures"]["mb_per_s"].as_f64().map(|v| v > 0.0),
+            Some(true)
+        );
+    }
+    assert_eq!(results[2]["settings"]["consumers"].as_u64(), Some(2));
+    let table = std::fs::read_to_string(&markdown).expect("markdown written");
+    assert!(
+        table.contains("| consume warm 100B acks=1 flush=os p=3 x1 c=2 |"),
+        "{table}"
+    );
+
+    let mut args = common.to_vec();
+    args.extend(["latency", "--rates", "300", "--partitions", "2"]);
+    let out = run_with_timeout(&args, b"");
+    assert!(out.status.success(), "bench latency failed: {}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).expect("bench prints JSON");
+    let latency = &report["results"][0]["figures"];
+    let sent = latency["sent"].as_f64().expect("sent");
+    assert!(sent >= 100.0, "{latency}");
+    assert_eq!(latency["received"].as_f64(), Some(sent), "{latency}");
+    let (p50, p99, max) = (
+        latency["p50_ms"].as_f64().expect("p50"),
+        latency["p99_ms"].as_f64().expect("p99"),
+        latency["max_ms"].as_f64().expect("max"),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}");
+
+    let out = run_with_timeout(
+        &["topic", "list", "--json", "--bootstrap", &broker.addr],
+        b"",
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let list: Value = serde_json::from_str(&out.stdout).expect("topic list JSON");
+    let left: Vec<_> = topic_names(&list)
+        .into_iter()
+        .filter(|t| t.starts_with("sluice-bench-"))
+        .collect();
+    assert!(left.is_empty(), "bench topics left behind: {left:?}");
+}
