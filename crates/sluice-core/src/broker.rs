@@ -97,6 +97,72 @@ pub struct Produced {
     pub duplicate: bool,
 }
 
+/// Records appended by [`Broker::produce_append`], not yet acknowledged.
+#[must_use = "the records are acknowledged only after `sync().wait()`"]
+pub struct AppendedProduce {
+    part: Arc<Partition>,
+    produced: Produced,
+    fsync: bool,
+}
+
+impl AppendedProduce {
+    /// Starts the fsync the topic's flush policy asks for (on the blocking pool, so
+    /// the fsyncs of several partitions run at once) and returns its handle. The
+    /// records become visible, and waiting fetchers are woken, once they are as
+    /// durable as the policy promises, even if nobody waits for the handle.
+    pub fn sync(self) -> ProduceSync {
+        let AppendedProduce {
+            part,
+            produced,
+            fsync,
+        } = self;
+        let wake = move |part: &Partition| {
+            if !produced.duplicate {
+                part.end_tx.send_replace(part.replica.high_watermark());
+            }
+        };
+        let fsync = if fsync {
+            let dir = part.replica.log().dir().to_path_buf();
+            Some((
+                dir,
+                tokio::task::spawn_blocking(move || {
+                    // Syncs through the newest append, ours included; concurrent
+                    // callers share the fsync (group commit).
+                    part.replica.log().flush(now_ms())?;
+                    wake(&part);
+                    Ok(())
+                }),
+            ))
+        } else {
+            wake(&part);
+            None
+        };
+        ProduceSync { produced, fsync }
+    }
+}
+
+/// An append whose fsync (if any) is under way.
+#[must_use = "the records are acknowledged only after `wait`"]
+pub struct ProduceSync {
+    produced: Produced,
+    fsync: Option<(PathBuf, tokio::task::JoinHandle<Result<(), StorageError>>)>,
+}
+
+impl ProduceSync {
+    /// Waits for the fsync; the returned [`Produced`] says how durable the records
+    /// are.
+    pub async fn wait(self) -> Result<Produced, CoreError> {
+        let mut produced = self.produced;
+        if let Some((dir, fsync)) = self.fsync {
+            fsync
+                .await
+                .map_err(|e| io_err(&dir, std::io::Error::other(e)))??;
+            produced.durability = Durability::Fsynced;
+        }
+        Ok(produced)
+    }
+}
+
 /// Data read from one partition.
 #[derive(Debug, Clone)]
 pub struct PartitionRead {
@@ -660,6 +726,23 @@ impl Broker {
         partition: i32,
         records: &[u8],
     ) -> Result<Produced, CoreError> {
+        self.produce_append(topic, partition, records)?
+            .sync()
+            .wait()
+            .await
+    }
+
+    /// The first half of [`Broker::produce`]: verifies and appends, in the caller's
+    /// order, without waiting for the disk. The records are neither acknowledged
+    /// nor visible to consumers until [`AppendedProduce::sync`] and
+    /// [`ProduceSync::wait`] complete, so a caller can append several requests
+    /// before waiting and let them share one fsync.
+    pub fn produce_append(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+    ) -> Result<AppendedProduce, CoreError> {
         if self.get_topic(topic).is_none() {
             validate_topic_name(topic)?;
             self.ensure_topic(topic)?;
@@ -704,26 +787,16 @@ impl Broker {
                 }
             }
         };
-        let durability = if config.flush == FlushPolicy::Always {
-            let part = part.clone();
-            tokio::task::spawn_blocking(move || part.replica.log().flush(now_ms()))
-                .await
-                .map_err(|e| io_err(log.dir(), std::io::Error::other(e)))??;
-            Durability::Fsynced
-        } else {
-            Durability::PageCache
-        };
-        // Wake fetchers only once the records are visible (after the fsync under
-        // the `always` policy).
-        if !duplicate {
-            part.end_tx.send_replace(part.replica.high_watermark());
-        }
-        Ok(Produced {
-            base_offset: result.0,
-            last_offset: result.1,
-            log_start_offset: log.log_start_offset(),
-            durability,
-            duplicate,
+        Ok(AppendedProduce {
+            fsync: config.flush == FlushPolicy::Always,
+            produced: Produced {
+                base_offset: result.0,
+                last_offset: result.1,
+                log_start_offset: log.log_start_offset(),
+                durability: Durability::PageCache,
+                duplicate,
+            },
+            part,
         })
     }
 

@@ -16,8 +16,8 @@ mod topic;
 pub mod topic_config;
 
 pub use broker::{
-    now_ms, AppendWatch, Broker, BrokerConfig, ConfigChange, OffsetQuery, PartitionInfo,
-    PartitionLag, PartitionRead, PartitionStats, Produced, TopicInfo,
+    now_ms, AppendWatch, AppendedProduce, Broker, BrokerConfig, ConfigChange, OffsetQuery,
+    PartitionInfo, PartitionLag, PartitionRead, PartitionStats, ProduceSync, Produced, TopicInfo,
 };
 pub use error::CoreError;
 pub use groups::{GroupConfig, GroupDescription, GroupKind, GroupState, MemberDescription};

@@ -2,6 +2,7 @@
 //! order and writes responses. A bad frame closes only its own connection.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -12,8 +13,9 @@ use kafka_protocol::protocol::Encodable;
 use kafka_protocol::ResponseError;
 use sluice_core::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::fetch_response::{self, Chunk};
 use crate::handlers;
@@ -132,24 +134,51 @@ enum ConnError {
     Unsupported { key: i16, version: i16 },
 }
 
+/// Responses a connection may have outstanding (requests handled, responses not yet
+/// written, typically produces waiting for their fsync) before the broker stops
+/// reading its further requests.
+const PIPELINE_DEPTH: usize = 64;
+
+/// Serves one connection. Requests are handled one after another, in order, by the
+/// reading half; responses go out in the same order from the writing half. A
+/// response that waits for the disk (a produce to an `always` topic) does not hold
+/// up the requests behind it: they are appended meanwhile, so back-to-back produces
+/// from one client share fsyncs instead of paying one each.
 async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    ctx: &Ctx,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    stream.set_nodelay(true)?;
+    let (reader, writer) = stream.into_split();
+    let (replies, pending) = mpsc::channel(PIPELINE_DEPTH);
+    // The writer finishes the replies already queued even when reading failed, so
+    // a client still gets the answers to the requests before a bad frame.
+    let (read, write) = tokio::join!(
+        read_requests(reader, peer, ctx, stop, replies),
+        write_replies(writer, pending)
+    );
+    read.and(write)
+}
+
+async fn read_requests(
+    mut stream: OwnedReadHalf,
     peer: std::net::SocketAddr,
     ctx: &Ctx,
     mut stop: watch::Receiver<bool>,
+    replies: mpsc::Sender<Reply>,
 ) -> Result<(), ConnError> {
-    stream.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut budget: Option<OwnedSemaphorePermit> = None;
     loop {
         while let Some((start, end)) = frame_bounds(&buf, ctx.config.frame_bytes_max)? {
             let frame = buf.split_to(end).freeze().slice(start..);
-            out.clear();
-            match handle_frame(ctx, peer, frame, &mut out).await? {
-                Reply::None => {}
-                Reply::Buffered => stream.write_all(&out).await?,
-                Reply::Chunks(chunks) => write_chunks(&mut stream, chunks).await?,
+            let reply = handle_frame(ctx, peer, frame, &mut out).await?;
+            if replies.send(reply).await.is_err() {
+                // The writing half failed; it reports why.
+                return Ok(());
             }
             budget = None;
             if buf.capacity() > 2 * FRAME_BYTES_UNCOUNTED && buf.len() <= FRAME_BYTES_UNCOUNTED {
@@ -196,17 +225,44 @@ async fn serve_connection(
     }
 }
 
+/// Writes the replies in the order their requests arrived, waiting for each
+/// deferred one in turn.
+async fn write_replies(
+    mut stream: OwnedWriteHalf,
+    mut pending: mpsc::Receiver<Reply>,
+) -> Result<(), ConnError> {
+    while let Some(reply) = pending.recv().await {
+        match reply {
+            Reply::None => {}
+            Reply::Bytes(bytes) => stream.write_all(&bytes).await?,
+            Reply::Chunks(chunks) => write_chunks(&mut stream, chunks).await?,
+            Reply::Later(response) => {
+                if let Some(bytes) = response.await? {
+                    stream.write_all(&bytes).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A response that is complete once some work (an fsync) finishes: its frame, or
+/// `None` when the client wants no response.
+type LaterReply = Pin<Box<dyn Future<Output = Result<Option<Bytes>, ConnError>> + Send>>;
+
 /// What to send back for one request.
 enum Reply {
     /// Nothing (Produce with acks=0).
     None,
-    /// The response frame is in the output buffer.
-    Buffered,
+    /// A whole response frame.
+    Bytes(Bytes),
     /// A Fetch response: encoded bytes and file ranges, in order.
     Chunks(Vec<Chunk>),
+    /// A response still waiting for the disk.
+    Later(LaterReply),
 }
 
-/// Handles one request frame; a buffered response goes into `out`.
+/// Handles one request frame. `out` is scratch space for encoding responses.
 async fn handle_frame(
     ctx: &Ctx,
     peer: std::net::SocketAddr,
@@ -240,7 +296,7 @@ async fn handle_frame(
                 0,
                 &ResponseKind::ApiVersions(response),
             )?;
-            return Ok(Reply::Buffered);
+            return Ok(Reply::Bytes(out.split().freeze()));
         }
         return Err(ConnError::Unsupported { key, version });
     }
@@ -250,21 +306,40 @@ async fn handle_frame(
         let (chunks, _) = fetch_response::encode(version, header.correlation_id, &topics);
         return Ok(Reply::Chunks(chunks));
     }
+    if let RequestKind::Produce(produce) = request {
+        // Appended now, in order; only the answer waits for the fsyncs.
+        let pending = handlers::produce::append(ctx, produce);
+        let correlation_id = header.correlation_id;
+        return Ok(Reply::Later(Box::pin(async move {
+            let Some(response) = pending.respond().await else {
+                return Ok(None);
+            };
+            let mut out = BytesMut::new();
+            write_response(
+                &mut out,
+                correlation_id,
+                api,
+                version,
+                &ResponseKind::Produce(response),
+            )?;
+            Ok(Some(out.freeze()))
+        })));
+    }
     let Some(response) = handlers::dispatch(ctx, &header, request, peer).await else {
         return Ok(Reply::None);
     };
     write_response(out, header.correlation_id, api, version, &response)?;
-    Ok(Reply::Buffered)
+    Ok(Reply::Bytes(out.split().freeze()))
 }
 
 /// Writes a chunked response: bytes with `write_all`, file ranges with `sendfile`
 /// (falling back to a copy where the kernel refuses it for this file or socket).
-async fn write_chunks(stream: &mut TcpStream, chunks: Vec<Chunk>) -> Result<(), ConnError> {
+async fn write_chunks(stream: &mut OwnedWriteHalf, chunks: Vec<Chunk>) -> Result<(), ConnError> {
     for chunk in chunks {
         match chunk {
             Chunk::Bytes(b) => stream.write_all(&b).await?,
             Chunk::File(slice) => {
-                if let Err(e) = send_file(stream, &slice).await {
+                if let Err(e) = send_file(stream.as_ref(), &slice).await {
                     if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
                         return Err(e.into());
                     }

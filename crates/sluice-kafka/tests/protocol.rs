@@ -345,6 +345,73 @@ async fn bad_frames_close_only_their_connection() {
     let _ = b.stop.send(true);
 }
 
+/// Pipelined produces to an `always` topic: the broker appends each request while
+/// earlier ones wait for their fsync, answers strictly in request order, and still
+/// answers everything before a bad frame that closes the connection.
+#[tokio::test]
+async fn pipelined_produces_are_answered_in_order_before_a_bad_frame_closes() {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::ProduceResponse;
+    let b = start().await;
+    let mut c = Client::connect(b.addr).await;
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("durable"))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(vec![CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("flush.policy"))
+            .with_value(Some(StrBytes::from_static_str("always")))])]);
+    assert_eq!(c.call(&create, 5).await.topics[0].error_code, 0);
+
+    const REQUESTS: i32 = 20;
+    let batch = Bytes::from(build_batch(
+        &[b"a", b"b", b"c"],
+        1_700_000_000_000,
+        (-1, -1, -1),
+    ));
+    let mut wire = BytesMut::new();
+    for i in 0..REQUESTS {
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(9)
+            .with_correlation_id(100 + i);
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("durable"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch.clone()))])]);
+        let mut frame = BytesMut::new();
+        header
+            .encode(&mut frame, ApiKey::Produce.request_header_version(9))
+            .unwrap();
+        req.encode(&mut frame, 9).unwrap();
+        wire.put_i32(frame.len() as i32);
+        wire.extend_from_slice(&frame);
+    }
+    // A Metadata request whose body is garbage, right behind them.
+    wire.extend_from_slice(&[0, 0, 0, 12, 0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0xde, 0xad]);
+    c.send_raw(&wire).await;
+    for i in 0..REQUESTS {
+        let mut frame = c.read_frame().await.expect("a response per produce");
+        let header =
+            ResponseHeader::decode(&mut frame, ApiKey::Produce.response_header_version(9)).unwrap();
+        assert_eq!(header.correlation_id, 100 + i, "responses in request order");
+        let resp = ProduceResponse::decode(&mut frame, 9).unwrap();
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, i64::from(3 * i)));
+    }
+    assert!(c.is_closed().await);
+    let mut c = Client::connect(b.addr).await;
+    assert_eq!(
+        offsets(&mut c, "durable").await,
+        (0, i64::from(3 * REQUESTS))
+    );
+    let _ = b.stop.send(true);
+}
+
 async fn commit_raw(
     c: &mut Client,
     group: &str,

@@ -1,17 +1,36 @@
 //! Produce: validates and appends record batches per partition.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::ResponseError;
 
 use super::s;
+use sluice_core::{CoreError, ProduceSync};
+
 use crate::errors::error_code;
 use crate::server::Ctx;
 
-/// Appends every partition's batches. Returns `None` for acks=0, which wants no
-/// response. Every partition gets its own error code; one bad partition does not
-/// fail the others.
+/// Appends every partition's batches and waits for the durability the topics'
+/// flush policies promise. Returns `None` for acks=0, which wants no response.
 pub(crate) async fn handle(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> {
+    append(ctx, req).respond().await
+}
+
+/// A produce request whose records are appended (in request order) and whose
+/// response waits for their fsyncs, which run meanwhile.
+pub(crate) struct PendingProduce {
+    acks: i16,
+    topics: Vec<(TopicName, Vec<(i32, Outcome)>)>,
+}
+
+/// A partition's append under way, or why it was refused (error code, message).
+type Outcome = Result<ProduceSync, Refusal>;
+type Refusal = (i16, String);
+
+/// Verifies and appends every partition's batches now, starting the fsyncs of
+/// `always` topics in the background. Every partition gets its own error code; one
+/// bad partition does not fail the others.
+pub(crate) fn append(ctx: &Ctx, req: ProduceRequest) -> PendingProduce {
     let acks = req.acks;
     let refuse = if !matches!(acks, -1..=1) {
         Some((
@@ -26,42 +45,63 @@ pub(crate) async fn handle(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResp
     } else {
         None
     };
-    let mut responses = Vec::with_capacity(req.topic_data.len());
+    let mut topics = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
-            let mut resp = PartitionProduceResponse::default().with_index(p.index);
-            if let Some((err, msg)) = refuse {
-                resp = resp
-                    .with_error_code(err.code())
-                    .with_error_message(Some(s(msg)));
+            let outcome: Outcome = if let Some((err, msg)) = refuse {
+                Err((err.code(), msg.to_string()))
             } else {
                 let records = p.records.unwrap_or_default();
-                match ctx.broker.produce(&name, p.index, &records).await {
-                    Ok(done) => {
-                        resp = resp
-                            .with_base_offset(done.base_offset)
-                            .with_log_start_offset(done.log_start_offset);
-                    }
-                    Err(e) => {
-                        tracing::debug!(topic = %name, partition = p.index, error = %e, "produce refused");
-                        resp = resp
-                            .with_error_code(error_code(&e))
-                            .with_error_message(Some(s(e.to_string())));
-                    }
+                match ctx.broker.produce_append(&name, p.index, &records) {
+                    Ok(appended) => Ok(appended.sync()),
+                    Err(e) => Err(refused(&name, p.index, &e)),
                 }
-            }
-            partitions.push(resp);
+            };
+            partitions.push((p.index, outcome));
         }
-        responses.push(
-            TopicProduceResponse::default()
-                .with_name(topic.name)
-                .with_partition_responses(partitions),
-        );
+        topics.push((topic.name, partitions));
     }
-    if acks == 0 {
-        return None;
+    PendingProduce { acks, topics }
+}
+
+fn refused(topic: &str, partition: i32, e: &CoreError) -> Refusal {
+    tracing::debug!(topic, partition, error = %e, "produce refused");
+    (error_code(e), e.to_string())
+}
+
+impl PendingProduce {
+    /// Waits for every partition's fsync and builds the response (`None` for
+    /// acks=0; the wait still happens, so fetchers are woken all the same).
+    pub(crate) async fn respond(self) -> Option<ProduceResponse> {
+        let mut responses = Vec::with_capacity(self.topics.len());
+        for (name, partitions) in self.topics {
+            let mut partition_responses = Vec::with_capacity(partitions.len());
+            for (index, outcome) in partitions {
+                let outcome = match outcome {
+                    Ok(sync) => sync.wait().await.map_err(|e| refused(&name.0, index, &e)),
+                    Err(refusal) => Err(refusal),
+                };
+                let resp = PartitionProduceResponse::default().with_index(index);
+                partition_responses.push(match outcome {
+                    Ok(done) => resp
+                        .with_base_offset(done.base_offset)
+                        .with_log_start_offset(done.log_start_offset),
+                    Err((code, message)) => resp
+                        .with_error_code(code)
+                        .with_error_message(Some(s(message))),
+                });
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        if self.acks == 0 {
+            return None;
+        }
+        Some(ProduceResponse::default().with_responses(responses))
     }
-    Some(ProduceResponse::default().with_responses(responses))
 }

@@ -2,6 +2,8 @@
 //! producer counts for throughput; offered rates for latency; and the targets
 //! checked against the figures.
 
+use std::time::Duration;
+
 use super::report::{BenchEnv, BenchResult, Report, Target};
 use super::{consume, latency, produce, Acks, Flush, LatencySettings, ProduceSettings};
 
@@ -22,11 +24,27 @@ fn settings(
     }
 }
 
+/// Writes back what earlier scenarios left dirty and lets the machine settle, so
+/// one measurement's writeback does not land in the next one's figures.
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 /// Runs the matrix (or its short form) and adds the results and target checks.
 pub fn run(env: &BenchEnv, quick: bool, report: &mut Report) -> anyhow::Result<()> {
     use Acks::{All, One};
     use Flush::{Always, Interval, Os};
     let baseline = settings(1024, One, Os, 12, 1);
+    // A discarded first run: connections, the broker's allocator and the page cache
+    // reach their working state (on a VM, first-touched memory is slow).
+    let warm_up = BenchEnv {
+        duration: (env.duration / 2).min(Duration::from_secs(5)),
+        ..env.clone()
+    };
+    produce::measure(&warm_up, &baseline)?;
+    settle();
     for result in consume::measure(env, &baseline, &[1, 2], !quick)? {
         report.push(result);
     }
@@ -47,6 +65,7 @@ pub fn run(env: &BenchEnv, quick: bool, report: &mut Report) -> anyhow::Result<(
         ]);
     }
     for case in &cases {
+        settle();
         report.push(produce::measure(env, case)?);
     }
     let rates = if quick {
@@ -62,6 +81,7 @@ pub fn run(env: &BenchEnv, quick: bool, report: &mut Report) -> anyhow::Result<(
             partitions: 12,
             acks: One,
         };
+        settle();
         for result in latency::measure(env, &settings)? {
             report.push(result);
         }
