@@ -8,6 +8,9 @@ use tokio::sync::watch;
 
 use crate::config::ServeArgs;
 
+/// Threads for blocking storage work (fsyncs of `always` topics, compaction).
+const BLOCKING_THREADS_MAX: usize = 64;
+
 /// Runs the broker until SIGINT or SIGTERM, then flushes every log and returns.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.resolve()?;
@@ -21,6 +24,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sluice")
+        // fsyncs and other blocking storage work run here. More threads than this
+        // do not make a disk faster; further work waits in the pool's queue, and
+        // each idle thread would keep its stack and allocator arena.
+        .max_blocking_threads(BLOCKING_THREADS_MAX)
         .build()?;
     runtime.block_on(serve(settings))
 }

@@ -2,6 +2,7 @@
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::s;
@@ -61,7 +62,9 @@ pub(crate) fn append(ctx: &Ctx, req: ProduceRequest) -> PendingProduce {
             };
             partitions.push((p.index, outcome));
         }
-        topics.push((topic.name, partitions));
+        // An owned copy: the request's name is a slice of the received frame and
+        // would keep the whole frame in memory until the response is written.
+        topics.push((TopicName(StrBytes::from_string(name)), partitions));
     }
     PendingProduce { acks, topics }
 }

@@ -91,6 +91,7 @@ fn read(
     let limit = env.duration * READ_TIME_FACTOR + Duration::from_secs(60);
     let messages = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
+    let clock = env.cpu_clock();
     let start = Instant::now();
     let handles: Vec<_> = (0..consumers)
         .map(|i| {
@@ -123,6 +124,7 @@ fn read(
         bytes.load(Ordering::Relaxed),
     );
     let elapsed = start.elapsed();
+    let cpu = clock.stop(env);
     bar.finish_and_clear();
 
     let mut result = BenchResult::new("consume", name.to_string(), settings);
@@ -133,6 +135,7 @@ fn read(
     result.figures.insert("seconds", secs);
     result.figures.insert("msgs_per_s", messages as f64 / secs);
     result.figures.insert("mb_per_s", mb_per_s);
+    cpu.record(&mut result);
     if messages < expected {
         result.notes.push(format!(
             "stopped after {limit:?} with {messages} of {expected} messages read"

@@ -70,6 +70,7 @@ fn measure_rate(
         settings.flush.as_str(),
         settings.partitions
     );
+    let clock = env.cpu_clock();
     let base = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let producer_done = Arc::new(AtomicBool::new(false));
@@ -134,6 +135,7 @@ fn measure_rate(
         .map_err(|_| anyhow!("the latency consumer panicked"))??;
 
     let mut result = BenchResult::new("latency", name, settings);
+    clock.stop(env).record(&mut result);
     result.settings["rate"] = rate.into();
     let ms = |micros: u64| micros as f64 / 1000.0;
     result.figures.insert("offered_per_s", rate as f64);

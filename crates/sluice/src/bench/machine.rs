@@ -88,6 +88,31 @@ pub fn rss_of(pid: u32) -> Option<Rss> {
     })
 }
 
+/// CPU time (user + system) this process has used, in seconds.
+pub fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid initial value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// CPU time (user + system) process `pid` has used, in seconds, if it is running.
+pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, which may itself hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks / per_second as f64)
+}
+
 fn kib_field(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name))
@@ -197,6 +222,18 @@ mod tests {
     fn own_rss_is_readable() {
         let rss = rss_of(std::process::id()).expect("own /proc status");
         assert!(rss.rss_mib > 0.0 && rss.peak_mib >= rss.rss_mib);
+    }
+
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let before = own_cpu_seconds();
+        let proc_before = cpu_seconds_of(std::process::id()).expect("own /proc stat");
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        assert!(own_cpu_seconds() > before);
+        assert!(cpu_seconds_of(std::process::id()).expect("own /proc stat") >= proc_before);
     }
 
     #[test]

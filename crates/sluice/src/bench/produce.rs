@@ -12,7 +12,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::ClientContext;
 
 use super::admin::BenchTopic;
-use super::report::{BenchEnv, BenchResult};
+use super::report::{BenchEnv, BenchResult, CpuUse};
 use super::ProduceSettings;
 
 /// How long producers may take to drain their queues after the measured time.
@@ -30,6 +30,8 @@ pub struct Outcome {
     pub failed: u64,
     /// From the first send to the last acknowledgement.
     pub elapsed: Duration,
+    /// CPU the clients and the broker used meanwhile.
+    pub cpu: CpuUse,
 }
 
 /// Counts acknowledgements; librdkafka calls it from `poll` on the sending thread.
@@ -145,6 +147,7 @@ pub fn result_of(
     result.figures.insert("seconds", secs);
     result.figures.insert("msgs_per_s", msgs_per_s);
     result.figures.insert("mb_per_s", mb_per_s);
+    outcome.cpu.record(&mut result);
     if let Some(limits) = &env.limits {
         result.ratio("loopback_tcp", mb_per_s, Some(limits.loopback_tcp_mb_s));
         if settings.flush != super::Flush::Os {
@@ -168,6 +171,7 @@ pub fn run(
     let counters = Counters::default();
     let label = format!("produce {}", describe(settings));
     let bar = env.bar(env.duration.as_millis() as u64, &label);
+    let clock = env.cpu_clock();
     let start = Instant::now();
     let deadline = start + env.duration;
     let handles: Vec<_> = (0..settings.producers.max(1))
@@ -203,6 +207,7 @@ pub fn run(
         delivered: counters.delivered.load(Ordering::Relaxed),
         failed: counters.failed.load(Ordering::Relaxed),
         elapsed: start.elapsed(),
+        cpu: clock.stop(env),
     };
     let error = counters.first_error.lock().ok().and_then(|e| e.clone());
     Ok((outcome, error))

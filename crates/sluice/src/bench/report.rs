@@ -35,6 +35,15 @@ impl BenchEnv {
         self.broker_pid.and_then(machine::rss_of)
     }
 
+    /// Starts measuring the CPU the clients and the broker use.
+    pub fn cpu_clock(&self) -> CpuClock {
+        CpuClock {
+            client: machine::own_cpu_seconds(),
+            broker: self.broker_pid.and_then(machine::cpu_seconds_of),
+            at: std::time::Instant::now(),
+        }
+    }
+
     /// A progress bar over `len` units (hidden with `--no-progress`).
     pub fn bar(&self, len: u64, message: &str) -> indicatif::ProgressBar {
         let bar = if self.progress {
@@ -49,6 +58,44 @@ impl BenchEnv {
         }
         bar.set_message(message.to_string());
         bar
+    }
+}
+
+/// CPU used by the bench (the clients) and the broker from one moment on.
+pub struct CpuClock {
+    client: f64,
+    broker: Option<f64>,
+    at: std::time::Instant,
+}
+
+impl CpuClock {
+    /// CPU seconds per second used since the clock started.
+    pub fn stop(self, env: &BenchEnv) -> CpuUse {
+        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
+        let broker_now = env.broker_pid.and_then(machine::cpu_seconds_of);
+        CpuUse {
+            client_cores: (machine::own_cpu_seconds() - self.client) / wall,
+            broker_cores: self.broker.zip(broker_now).map(|(a, b)| (b - a) / wall),
+        }
+    }
+}
+
+/// Where the machine's cores went during a measurement.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUse {
+    /// Cores the bench process (librdkafka clients) kept busy.
+    pub client_cores: f64,
+    /// Cores the broker kept busy, when its pid is known.
+    pub broker_cores: Option<f64>,
+}
+
+impl CpuUse {
+    /// Adds `client_cores` and `broker_cores` to the result's figures.
+    pub fn record(self, result: &mut BenchResult) {
+        result.figures.insert("client_cores", self.client_cores);
+        if let Some(cores) = self.broker_cores {
+            result.figures.insert("broker_cores", cores);
+        }
     }
 }
 
@@ -187,16 +234,21 @@ impl Report {
             .filter(|r| r.kind != "latency")
             .collect();
         if !throughput.is_empty() {
-            out.push_str("| scenario | msgs/s | MB/s | share of limit | broker RSS MiB |\n");
-            out.push_str("| --- | ---: | ---: | --- | ---: |\n");
+            out.push_str(
+                "| scenario | msgs/s | MB/s | share of limit | client cores | broker cores \
+                 | broker RSS MiB |\n",
+            );
+            out.push_str("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
             for r in throughput {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} |",
                     r.name,
                     fmt_figure(r.figures.get("msgs_per_s"), 0),
                     fmt_figure(r.figures.get("mb_per_s"), 1),
                     fmt_ratios(r),
+                    fmt_figure(r.figures.get("client_cores"), 2),
+                    fmt_figure(r.figures.get("broker_cores"), 2),
                     fmt_figure(r.broker.as_ref().map(|b| &b.rss_mib), 0),
                 );
             }
@@ -290,7 +342,7 @@ mod tests {
         };
         let md = report.markdown();
         assert!(
-            md.contains("| produce 1KiB | 1000 | 1.0 | 25% of loopback_tcp | – |"),
+            md.contains("| produce 1KiB | 1000 | 1.0 | 25% of loopback_tcp | – | – | – |"),
             "{md}"
         );
         assert!(
