@@ -148,18 +148,15 @@ fn measure_rate(
         .figures
         .insert("failed", counters.failed.load(Ordering::Relaxed) as f64);
     result.figures.insert("recorded", histogram.len() as f64);
-    result
-        .figures
-        .insert("p50_ms", ms(histogram.value_at_quantile(0.5)));
-    result
-        .figures
-        .insert("p90_ms", ms(histogram.value_at_quantile(0.9)));
-    result
-        .figures
-        .insert("p99_ms", ms(histogram.value_at_quantile(0.99)));
-    result
-        .figures
-        .insert("p99_9_ms", ms(histogram.value_at_quantile(0.999)));
+    for (name, quantile) in [
+        ("p50_ms", 0.5),
+        ("p90_ms", 0.9),
+        ("p99_ms", 0.99),
+        ("p99_9_ms", 0.999),
+    ] {
+        let micros = histogram.value_at_quantile(quantile);
+        result.figures.insert(name, ms(micros));
+    }
     result.figures.insert("max_ms", ms(histogram.max()));
     if received < count {
         result.notes.push(format!(

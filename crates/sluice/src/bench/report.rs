@@ -225,72 +225,101 @@ impl Report {
         Ok(())
     }
 
-    /// The results as Markdown tables: one for throughput, one for latency.
+    /// The results as Markdown tables: throughput, latency, then the targets.
     pub fn markdown(&self) -> String {
+        let (latency, throughput): (Vec<_>, Vec<_>) =
+            self.results.iter().partition(|r| r.kind == "latency");
+        let cores = |r: &BenchResult| {
+            [
+                fmt_figure(r.figures.get("client_cores"), 2),
+                fmt_figure(r.figures.get("broker_cores"), 2),
+            ]
+        };
         let mut out = String::new();
-        let throughput: Vec<_> = self
-            .results
-            .iter()
-            .filter(|r| r.kind != "latency")
-            .collect();
-        if !throughput.is_empty() {
-            out.push_str(
-                "| scenario | msgs/s | MB/s | share of limit | client cores | broker cores \
-                 | broker RSS MiB |\n",
-            );
-            out.push_str("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
-            for r in throughput {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
-                    r.name,
+        table(
+            &mut out,
+            &[
+                "scenario",
+                "msgs/s",
+                "MB/s",
+                "share of limit",
+                "client cores",
+                "broker cores",
+                "broker RSS MiB (peak)",
+            ],
+            throughput.iter().map(|r| {
+                let [client, broker] = cores(r);
+                vec![
+                    r.name.clone(),
                     fmt_figure(r.figures.get("msgs_per_s"), 0),
                     fmt_figure(r.figures.get("mb_per_s"), 1),
                     fmt_ratios(r),
-                    fmt_figure(r.figures.get("client_cores"), 2),
-                    fmt_figure(r.figures.get("broker_cores"), 2),
-                    fmt_figure(r.broker.as_ref().map(|b| &b.rss_mib), 0),
-                );
-            }
-            out.push('\n');
-        }
-        let latency: Vec<_> = self
-            .results
-            .iter()
-            .filter(|r| r.kind == "latency")
-            .collect();
-        if !latency.is_empty() {
-            out.push_str("| scenario | achieved msgs/s | p50 ms | p99 ms | p99.9 ms | max ms |\n");
-            out.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
-            for r in latency {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} | {} | {} |",
-                    r.name,
-                    fmt_figure(r.figures.get("msgs_per_s"), 0),
-                    fmt_figure(r.figures.get("p50_ms"), 3),
-                    fmt_figure(r.figures.get("p99_ms"), 3),
-                    fmt_figure(r.figures.get("p99_9_ms"), 3),
-                    fmt_figure(r.figures.get("max_ms"), 3),
-                );
-            }
-            out.push('\n');
-        }
-        if !self.targets.is_empty() {
-            out.push_str("| target | figure | goal | met |\n| --- | ---: | --- | --- |\n");
-            for t in &self.targets {
-                let _ = writeln!(
-                    out,
-                    "| {} | {:.3} | {} | {} |",
-                    t.name,
-                    t.figure,
-                    t.goal,
-                    if t.met { "yes" } else { "**no**" }
-                );
-            }
-        }
+                    client,
+                    broker,
+                    r.broker.map_or_else(
+                        || "–".to_string(),
+                        |b| format!("{:.0} ({:.0})", b.rss_mib, b.peak_mib),
+                    ),
+                ]
+            }),
+        );
+        table(
+            &mut out,
+            &[
+                "scenario",
+                "achieved msgs/s",
+                "p50 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "max ms",
+                "client cores",
+                "broker cores",
+            ],
+            latency.iter().map(|r| {
+                let mut row = vec![r.name.clone(), fmt_figure(r.figures.get("msgs_per_s"), 0)];
+                for key in ["p50_ms", "p99_ms", "p99_9_ms", "max_ms"] {
+                    row.push(fmt_figure(r.figures.get(key), 3));
+                }
+                row.extend(cores(r));
+                row
+            }),
+        );
+        table(
+            &mut out,
+            &["target", "figure", "goal", "met"],
+            self.targets.iter().map(|t| {
+                vec![
+                    t.name.clone(),
+                    format!("{:.3}", t.figure),
+                    t.goal.clone(),
+                    if t.met { "yes" } else { "**no**" }.to_string(),
+                ]
+            }),
+        );
         out
     }
+}
+
+/// Appends a Markdown table (text columns left-aligned, the rest right-aligned),
+/// or nothing when there are no rows.
+fn table(out: &mut String, header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows.collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "| {} |", header.join(" | "));
+    let align: Vec<&str> = header
+        .iter()
+        .map(|h| match *h {
+            "scenario" | "share of limit" | "target" | "goal" | "met" => "---",
+            _ => "---:",
+        })
+        .collect();
+    let _ = writeln!(out, "| {} |", align.join(" | "));
+    for row in rows {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+    out.push('\n');
 }
 
 fn fmt_figure(value: Option<&f64>, decimals: usize) -> String {
@@ -342,7 +371,7 @@ mod tests {
         };
         let md = report.markdown();
         assert!(
-            md.contains("| produce 1KiB | 1000 | 1.0 | 25% of loopback_tcp | – | – | – |"),
+            md.contains("| produce 1KiB | 1000 | 1.0 | 25% of loopback_tcp | – | – | – |\n"),
             "{md}"
         );
         assert!(
