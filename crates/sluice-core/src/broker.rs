@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -25,7 +26,7 @@ use crate::ids::{random_bytes16, write_atomically, ProducerIdAllocator};
 use crate::names::validate_topic_name;
 use crate::offsets::{CommittedOffset, OffsetStore};
 use crate::producer_state::SequenceCheck;
-use crate::topic::{hex, unhex, Partition, Topic, TopicManifest};
+use crate::topic::{hex, unhex, Partition, SyncState, Topic, TopicManifest};
 use crate::topic_config::{ConfigEntry, TopicConfig, TopicDefaults};
 
 /// Most partitions one topic may have.
@@ -102,50 +103,73 @@ pub struct Produced {
 pub struct AppendedProduce {
     part: Arc<Partition>,
     produced: Produced,
-    fsync: bool,
+    /// The append number that must be on disk first (`always` topics only).
+    fsync_through: Option<u64>,
 }
 
 impl AppendedProduce {
-    /// Starts the fsync the topic's flush policy asks for (on the blocking pool, so
-    /// the fsyncs of several partitions run at once) and returns its handle. The
-    /// records become visible, and waiting fetchers are woken, once they are as
-    /// durable as the policy promises, even if nobody waits for the handle.
+    /// Makes sure the partition's flusher will sync this append (under `always`)
+    /// and returns the handle to wait on. Under the other policies the records are
+    /// visible, and waiting fetchers woken, right away; under `always` the flusher
+    /// does both once the fsync is done, even if nobody waits for the handle.
     pub fn sync(self) -> ProduceSync {
-        let AppendedProduce {
-            part,
-            produced,
-            fsync,
-        } = self;
-        let wake = move |part: &Partition| {
-            if !produced.duplicate {
-                part.end_tx.send_replace(part.replica.high_watermark());
+        match self.fsync_through {
+            Some(_) => start_flusher(&self.part),
+            None if !self.produced.duplicate => {
+                self.part
+                    .end_tx
+                    .send_replace(self.part.replica.high_watermark());
             }
-        };
-        let fsync = if fsync {
-            let dir = part.replica.log().dir().to_path_buf();
-            Some((
-                dir,
-                tokio::task::spawn_blocking(move || {
-                    // Syncs through the newest append, ours included; concurrent
-                    // callers share the fsync (group commit).
-                    part.replica.log().flush(now_ms())?;
-                    wake(&part);
-                    Ok(())
-                }),
-            ))
-        } else {
-            wake(&part);
-            None
-        };
-        ProduceSync { produced, fsync }
+            None => {}
+        }
+        ProduceSync {
+            part: self.part,
+            produced: self.produced,
+            fsync_through: self.fsync_through,
+        }
     }
 }
 
-/// An append whose fsync (if any) is under way.
+/// Runs the partition's flusher on the blocking pool unless it already runs. It
+/// syncs everything written, publishes the result, and goes round again while
+/// appends arrived meanwhile, so one task serves every waiting produce.
+fn start_flusher(part: &Arc<Partition>) {
+    if part.syncer.running.swap(true, Ordering::SeqCst) {
+        // The running flusher checks for newer appends before it stops.
+        return;
+    }
+    let part = part.clone();
+    tokio::task::spawn_blocking(move || loop {
+        let log = part.replica.log();
+        match log.flush(now_ms()) {
+            Ok(()) => {
+                part.syncer
+                    .state
+                    .send_replace(SyncState::Synced(log.durable_seq()));
+                part.end_tx.send_replace(part.replica.high_watermark());
+            }
+            Err(e) => {
+                part.syncer
+                    .state
+                    .send_replace(SyncState::Failed(e.to_string()));
+                part.syncer.running.store(false, Ordering::SeqCst);
+                return;
+            }
+        }
+        part.syncer.running.store(false, Ordering::SeqCst);
+        let behind = log.written_seq() > log.durable_seq();
+        if !behind || part.syncer.running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+    });
+}
+
+/// An append waiting for its fsync (if its topic's policy asks for one).
 #[must_use = "the records are acknowledged only after `wait`"]
 pub struct ProduceSync {
+    part: Arc<Partition>,
     produced: Produced,
-    fsync: Option<(PathBuf, tokio::task::JoinHandle<Result<(), StorageError>>)>,
+    fsync_through: Option<u64>,
 }
 
 impl ProduceSync {
@@ -153,13 +177,26 @@ impl ProduceSync {
     /// are.
     pub async fn wait(self) -> Result<Produced, CoreError> {
         let mut produced = self.produced;
-        if let Some((dir, fsync)) = self.fsync {
-            fsync
-                .await
-                .map_err(|e| io_err(&dir, std::io::Error::other(e)))??;
-            produced.durability = Durability::Fsynced;
+        let Some(seq) = self.fsync_through else {
+            return Ok(produced);
+        };
+        let mut state = self.part.syncer.state.subscribe();
+        let done = state
+            .wait_for(|s| match s {
+                SyncState::Synced(synced) => *synced >= seq,
+                SyncState::Failed(_) => true,
+            })
+            .await
+            .map(|s| s.clone());
+        let dir = self.part.replica.log().dir();
+        match done {
+            Ok(SyncState::Synced(_)) => {
+                produced.durability = Durability::Fsynced;
+                Ok(produced)
+            }
+            Ok(SyncState::Failed(e)) => Err(io_err(dir, std::io::Error::other(e))),
+            Err(_) => Err(io_err(dir, std::io::Error::other("partition closed"))),
         }
-        Ok(produced)
     }
 }
 
@@ -760,6 +797,7 @@ impl Broker {
             }));
         }
         let now = now_ms();
+        let appended_seq;
         let (result, duplicate) = {
             let mut producers = part.producers.lock();
             let mut duplicate = None;
@@ -773,9 +811,13 @@ impl Broker {
                 }
             }
             match duplicate {
-                Some(d) => (d, true),
+                Some(d) => {
+                    appended_seq = log.written_seq();
+                    (d, true)
+                }
                 None => {
                     let appended = part.replica.append(&verified, now)?.appended;
+                    appended_seq = appended.seq;
                     let mut base = appended.base_offset;
                     for header in verified.headers() {
                         let mut stored = *header;
@@ -787,8 +829,11 @@ impl Broker {
                 }
             }
         };
+        // A duplicate's original append may itself still await its fsync: wait
+        // for everything written so far.
+        let fsync_through = (config.flush == FlushPolicy::Always).then_some(appended_seq);
         Ok(AppendedProduce {
-            fsync: config.flush == FlushPolicy::Always,
+            fsync_through,
             produced: Produced {
                 base_offset: result.0,
                 last_offset: result.1,

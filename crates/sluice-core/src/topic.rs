@@ -25,6 +25,26 @@ pub(crate) struct Partition {
     pub producers: Mutex<ProducerStates>,
     /// Log end offset after every append; fetchers wait on it.
     pub end_tx: watch::Sender<i64>,
+    /// fsyncs of `always` topics, at most one blocking task at a time.
+    pub syncer: Syncer,
+}
+
+/// What producers waiting for durability can learn from a partition's flusher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SyncState {
+    /// Appends up to this number are on disk.
+    Synced(u64),
+    /// An fsync failed; the log refuses further appends until restart.
+    Failed(String),
+}
+
+/// Coalesces a partition's fsyncs: however many produces wait, one blocking task
+/// syncs on their behalf, round after round while new appends arrive, and
+/// publishes how far it got. Without it every waiting request would occupy a
+/// blocking thread of its own just to join the same group commit.
+pub(crate) struct Syncer {
+    pub state: watch::Sender<SyncState>,
+    pub running: std::sync::atomic::AtomicBool,
 }
 
 impl Partition {
@@ -35,6 +55,10 @@ impl Partition {
             replica,
             producers: Mutex::new(ProducerStates::default()),
             end_tx: watch::Sender::new(end),
+            syncer: Syncer {
+                state: watch::Sender::new(SyncState::Synced(0)),
+                running: std::sync::atomic::AtomicBool::new(false),
+            },
         }
     }
 }

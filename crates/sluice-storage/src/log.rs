@@ -375,6 +375,16 @@ impl PartitionLog {
         Ok(Durability::Fsynced)
     }
 
+    /// Number of appends written so far (the `seq` of the newest [`Appended`]).
+    pub fn written_seq(&self) -> u64 {
+        self.inner.lock().written_seq
+    }
+
+    /// Highest append number known to be on disk.
+    pub fn durable_seq(&self) -> u64 {
+        self.group_commit.synced_seq()
+    }
+
     /// Syncs everything written so far.
     pub fn flush(&self, now_ms: i64) -> Result<(), StorageError> {
         let seq = self.inner.lock().written_seq;
