@@ -770,10 +770,11 @@ impl Broker {
     }
 
     /// The first half of [`Broker::produce`]: verifies and appends, in the caller's
-    /// order, without waiting for the disk. The records are neither acknowledged
-    /// nor visible to consumers until [`AppendedProduce::sync`] and
-    /// [`ProduceSync::wait`] complete, so a caller can append several requests
-    /// before waiting and let them share one fsync.
+    /// order, without waiting for the disk. Under `always` the records become
+    /// visible only once fsynced, and may be acknowledged only after
+    /// [`ProduceSync::wait`]; a caller can append several requests before waiting
+    /// and let them share one fsync. Under the other policies they are readable at
+    /// once; [`AppendedProduce::sync`] wakes the fetchers waiting for them.
     pub fn produce_append(
         &self,
         topic: &str,
