@@ -387,8 +387,8 @@ impl PartitionLog {
 
     /// Syncs everything written so far.
     pub fn flush(&self, now_ms: i64) -> Result<(), StorageError> {
-        let seq = self.inner.lock().written_seq;
-        if seq > self.group_commit.synced_seq() {
+        let seq = self.written_seq();
+        if seq > self.durable_seq() {
             self.sync_through(seq)?;
         }
         self.inner.lock().last_flush_ms = now_ms;

@@ -31,8 +31,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::server::Ctx;
 
-/// Runs the handler of a request (Fetch has its own path, see `server`). `None` when the request wants no response
-/// (Produce with acks=0) or is not one this broker serves (never advertised).
+/// Runs the handler of a request (Fetch and Produce have their own paths, see
+/// `server`). `None` when the request is not one this broker serves (never
+/// advertised).
 pub(crate) async fn dispatch(
     ctx: &Ctx,
     header: &RequestHeader,
@@ -44,7 +45,6 @@ pub(crate) async fn dispatch(
     Some(match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(ctx, r, v)),
-        RequestKind::Produce(r) => return produce::handle(ctx, r).await.map(ResponseKind::Produce),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(ctx, r, v)),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(ctx, r)),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(ctx, r)),

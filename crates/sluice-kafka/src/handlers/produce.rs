@@ -1,4 +1,6 @@
-//! Produce: validates and appends record batches per partition.
+//! Produce: validates and appends record batches per partition now, then answers
+//! once the topics' flush policies are satisfied (the server queues the answer
+//! behind the connection's earlier responses).
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
@@ -10,12 +12,6 @@ use sluice_core::{CoreError, ProduceSync};
 
 use crate::errors::error_code;
 use crate::server::Ctx;
-
-/// Appends every partition's batches and waits for the durability the topics'
-/// flush policies promise. Returns `None` for acks=0, which wants no response.
-pub(crate) async fn handle(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> {
-    append(ctx, req).respond().await
-}
 
 /// A produce request whose records are appended (in request order) and whose
 /// response waits for their fsyncs, which run meanwhile.

@@ -156,13 +156,20 @@ fn read(
     Ok(result)
 }
 
-fn new_consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
-    ClientConfig::new()
+/// librdkafka settings of every bench consumer: manual assignment, no commits.
+pub fn consumer_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "sluice-bench")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        .set("socket.nagle.disable", "true")
+        .set("socket.nagle.disable", "true");
+    config
+}
+
+fn new_consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+    consumer_config(bootstrap)
         .create()
         .context("creating a librdkafka consumer")
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use hdrhistogram::Histogram;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -20,6 +19,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::admin::BenchTopic;
+use super::consume;
 use super::produce::{self, Counters};
 use super::report::{BenchEnv, BenchResult};
 use super::LatencySettings;
@@ -188,12 +188,7 @@ fn spawn_consumer(
     base: Instant,
     progress: Progress,
 ) -> anyhow::Result<std::thread::JoinHandle<ConsumerOutcome>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.bootstrap)
-        .set("group.id", "sluice-bench")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .set("socket.nagle.disable", "true")
+    let consumer: BaseConsumer = consume::consumer_config(&env.bootstrap)
         .set("fetch.wait.max.ms", "100")
         .create()
         .context("creating a librdkafka consumer")?;
