@@ -122,6 +122,23 @@ pub enum CoreError {
     /// A feature the request needs is not available yet.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+    /// A message a front end passed in breaks a rule (reserved property name,
+    /// empty body); nothing was stored.
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    /// A subscription filter that does not parse.
+    #[error("invalid filter expression: {0}")]
+    InvalidFilter(#[from] crate::filter::FilterError),
+    /// A delivery time in the past beyond tolerance, or beyond the maximum delay.
+    #[error("illegal delivery time: {0}")]
+    IllegalDeliveryTime(String),
+    /// A receipt handle that does not parse, names another topic, or whose
+    /// delivery has expired, been acknowledged or been handed out again.
+    #[error("invalid receipt handle: {0}")]
+    InvalidReceiptHandle(String),
+    /// A recall handle that does not name a pending delayed message.
+    #[error("message not found: {0}")]
+    MessageNotFound(String),
     /// The storage engine failed (I/O error, failed fsync).
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -7,8 +7,10 @@
 
 pub mod broker;
 pub mod error;
+pub mod filter;
 pub mod groups;
 mod ids;
+pub mod messaging;
 pub mod names;
 pub mod offsets;
 pub mod producer_state;

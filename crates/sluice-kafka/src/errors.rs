@@ -46,6 +46,12 @@ pub fn error_code(e: &CoreError) -> i16 {
         CoreError::InvalidRequest(_) => K::InvalidRequest.code(),
         CoreError::CoordinatorNotAvailable => K::CoordinatorNotAvailable.code(),
         CoreError::Unsupported(_) => K::UnsupportedVersion.code(),
+        CoreError::InvalidMessage(_) => K::InvalidRecord.code(),
+        CoreError::InvalidFilter(_) | CoreError::InvalidReceiptHandle(_) => {
+            K::InvalidRequest.code()
+        }
+        CoreError::IllegalDeliveryTime(_) => K::InvalidTimestamp.code(),
+        CoreError::MessageNotFound(_) => K::InvalidRequest.code(),
         CoreError::Storage(_) => K::KafkaStorageError.code(),
     }
 }

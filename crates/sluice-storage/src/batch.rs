@@ -251,23 +251,55 @@ pub fn build_batch(values: &[&[u8]], base_ts: i64, producer: (i64, i16, i32)) ->
 /// Encodes an uncompressed v2 batch of (key, value) records, no headers, record `i`
 /// timestamped `base_ts + i`, base offset 0, with (producer id, epoch, base sequence).
 pub fn encode_batch(records: &[KeyValue<'_>], base_ts: i64, producer: (i64, i16, i32)) -> Vec<u8> {
+    let specs: Vec<RecordSpec<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| RecordSpec {
+            key: *key,
+            value: *value,
+            headers: Vec::new(),
+            timestamp: base_ts + i as i64,
+        })
+        .collect();
+    encode_records(&specs, producer)
+}
+
+/// One record to encode: key, value, headers (name, value) and create time.
+#[derive(Debug, Clone, Default)]
+pub struct RecordSpec<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+    pub timestamp: i64,
+}
+
+/// Encodes an uncompressed v2 batch (base offset 0, CRC filled in) of `records`
+/// with (producer id, epoch, base sequence); -1s for a non-idempotent writer.
+/// An empty slice gives a batch of no records, which the log refuses.
+pub fn encode_records(records: &[RecordSpec<'_>], producer: (i64, i16, i32)) -> Vec<u8> {
+    let base_ts = records.first().map_or(0, |r| r.timestamp);
+    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(base_ts);
     let mut body_all = Vec::new();
     let mut body = Vec::new();
-    for (i, (key, value)) in records.iter().enumerate() {
+    let put_bytes = |out: &mut Vec<u8>, field: Option<&[u8]>| match field {
+        Some(bytes) => {
+            put_varint(out, bytes.len() as i64);
+            out.extend_from_slice(bytes);
+        }
+        None => put_varint(out, -1),
+    };
+    for (i, record) in records.iter().enumerate() {
         body.clear();
         body.push(0u8);
+        put_varint(&mut body, record.timestamp - base_ts);
         put_varint(&mut body, i as i64);
-        put_varint(&mut body, i as i64);
-        for field in [key, value] {
-            match field {
-                Some(bytes) => {
-                    put_varint(&mut body, bytes.len() as i64);
-                    body.extend_from_slice(bytes);
-                }
-                None => put_varint(&mut body, -1),
-            }
+        put_bytes(&mut body, record.key);
+        put_bytes(&mut body, record.value);
+        put_varint(&mut body, record.headers.len() as i64);
+        for (name, value) in &record.headers {
+            put_bytes(&mut body, Some(name.as_bytes()));
+            put_bytes(&mut body, *value);
         }
-        put_varint(&mut body, 0);
         put_varint(&mut body_all, body.len() as i64);
         body_all.extend_from_slice(&body);
     }
@@ -281,7 +313,7 @@ pub fn encode_batch(records: &[KeyValue<'_>], base_ts: i64, producer: (i64, i16,
     b.extend_from_slice(&0i16.to_be_bytes());
     b.extend_from_slice(&(n - 1).to_be_bytes());
     b.extend_from_slice(&base_ts.to_be_bytes());
-    b.extend_from_slice(&(base_ts + i64::from(n) - 1).to_be_bytes());
+    b.extend_from_slice(&max_ts.to_be_bytes());
     b.extend_from_slice(&producer.0.to_be_bytes());
     b.extend_from_slice(&producer.1.to_be_bytes());
     b.extend_from_slice(&producer.2.to_be_bytes());
@@ -344,6 +376,45 @@ mod tests {
         assert_eq!(first_record_at_or_after(&b, 102), Some((2, 102)));
         assert_eq!(first_record_at_or_after(&b, 50), Some((0, 100)));
         assert_eq!(first_record_at_or_after(&b, 200), None);
+    }
+
+    #[test]
+    fn records_with_headers_round_trip_through_decode() {
+        let specs = [
+            RecordSpec {
+                key: Some(b"k"),
+                value: Some(b"v1"),
+                headers: vec![("tag", Some(b"A".as_slice())), ("empty", None)],
+                timestamp: 1_000,
+            },
+            RecordSpec {
+                key: None,
+                value: None,
+                headers: Vec::new(),
+                timestamp: 900,
+            },
+        ];
+        let mut b = encode_records(&specs, (-1, -1, -1));
+        b[..8].copy_from_slice(&40i64.to_be_bytes());
+        let h = verify_batch(&b).unwrap();
+        assert_eq!(
+            (h.records_count, h.base_timestamp, h.max_timestamp),
+            (2, 1_000, 1_000)
+        );
+        crate::records::validate_records(&h, &b).unwrap();
+        let records = crate::records::decode_records(&b).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].offset, 40);
+        assert_eq!(records[0].key.as_deref(), Some(b"k".as_slice()));
+        assert_eq!(
+            records[0].headers,
+            vec![
+                ("tag".to_string(), Some(b"A".to_vec())),
+                ("empty".to_string(), None)
+            ]
+        );
+        assert_eq!((records[1].offset, records[1].timestamp), (41, 900));
+        assert_eq!(records[1].value, None);
     }
 
     #[test]

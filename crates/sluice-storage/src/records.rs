@@ -154,24 +154,131 @@ fn snappy_expansion_max(compressed: usize) -> usize {
 
 /// Checks the records of one verified batch (`batch` holds exactly the batch).
 pub fn validate_records(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
+    with_records(header, batch, |source, decompression| {
+        walk(header, source, decompression)
+    })
+}
+
+/// One record with its fields copied out of the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord {
+    /// Absolute offset (the batch's base offset plus the record's delta).
+    pub offset: i64,
+    /// Create time, or the log append time when the batch says so.
+    pub timestamp: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// Header keys (UTF-8, lossily) and values, in record order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Kafka's attribute bit for "timestamps are log append time".
+const LOG_APPEND_TIME_BIT: i16 = 0x08;
+
+/// Decodes every record of one batch (`batch` starts with the batch and holds all
+/// of it), decompressing when needed. Fronts that deliver records one by one
+/// (RocketMQ, AMQP) use this; a malformed batch is an error, never a panic.
+pub fn decode_records(batch: &[u8]) -> Result<Vec<DecodedRecord>, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if batch.len() < header.total_bytes() {
+        return Err(BatchError::Truncated {
+            needed: header.total_bytes(),
+            available: batch.len(),
+        });
+    }
+    let batch = &batch[..header.total_bytes()];
+    with_records(&header, batch, |source, decompression| {
+        let mut out = Vec::new();
+        for index in 0..header.records_count {
+            let body =
+                source
+                    .next_record()
+                    .map_err(&decompression)?
+                    .ok_or(BatchError::InvalidRecord {
+                        index,
+                        reason: "fewer records than the header's records count",
+                    })?;
+            let mut record = decode_record(body).ok_or(BatchError::InvalidRecord {
+                index,
+                reason: "malformed record",
+            })?;
+            record.offset += header.base_offset;
+            record.timestamp = if header.attributes & LOG_APPEND_TIME_BIT != 0 {
+                header.max_timestamp
+            } else {
+                header.base_timestamp.saturating_add(record.timestamp)
+            };
+            out.push(record);
+        }
+        Ok(out)
+    })
+}
+
+/// Decodes one record body; offset and timestamp are still deltas.
+fn decode_record(body: &[u8]) -> Option<DecodedRecord> {
+    let mut at = 1usize;
+    let varint = |at: &mut usize| -> Option<i64> {
+        let (v, n) = read_varint(body.get(*at..)?)?;
+        *at += n;
+        Some(v)
+    };
+    let timestamp = varint(&mut at)?;
+    let offset = varint(&mut at)?;
+    let field = |at: &mut usize| -> Option<Option<Vec<u8>>> {
+        let len = varint(at)?;
+        if len < 0 {
+            return Some(None);
+        }
+        let end = at.checked_add(usize::try_from(len).ok()?)?;
+        let bytes = body.get(*at..end)?;
+        *at = end;
+        Some(Some(bytes.to_vec()))
+    };
+    let key = field(&mut at)?;
+    let value = field(&mut at)?;
+    let count = {
+        let (v, n) = read_varint(body.get(at..)?)?;
+        at += n;
+        usize::try_from(v).ok()?
+    };
+    // Each header takes at least two bytes: a claimed count is not trusted.
+    let mut headers = Vec::with_capacity(count.min(body.len() / 2));
+    for _ in 0..count {
+        let name = field(&mut at)??;
+        let value = field(&mut at)?;
+        headers.push((String::from_utf8_lossy(&name).into_owned(), value));
+    }
+    Some(DecodedRecord {
+        offset,
+        timestamp,
+        key,
+        value,
+        headers,
+    })
+}
+
+/// Runs `f` over a source of the batch's records, decompressing as the codec says.
+fn with_records<T>(
+    header: &BatchHeader,
+    batch: &[u8],
+    f: impl FnOnce(&mut dyn RecordSource, &dyn Fn(String) -> BatchError) -> Result<T, BatchError>,
+) -> Result<T, BatchError> {
     let payload = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
     let codec = header.compression();
     let decompression = |reason: String| BatchError::Decompression { codec, reason };
     match codec {
-        0 => walk(header, SliceSource { rest: payload }, decompression),
-        1 => walk(
-            header,
-            stream(flate2::read::MultiGzDecoder::new(payload)),
-            decompression,
+        0 => f(&mut SliceSource { rest: payload }, &decompression),
+        1 => f(
+            &mut stream(flate2::read::MultiGzDecoder::new(payload)),
+            &decompression,
         ),
-        2 if payload.starts_with(XERIAL_MAGIC) => walk(
-            header,
-            stream(XerialReader {
+        2 if payload.starts_with(XERIAL_MAGIC) => f(
+            &mut stream(XerialReader {
                 rest: payload.get(XERIAL_HEADER_BYTES..).unwrap_or_default(),
                 block: Vec::new(),
                 at: 0,
             }),
-            decompression,
+            &decompression,
         ),
         2 => {
             let size =
@@ -184,16 +291,16 @@ pub fn validate_records(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchE
             let raw = snap::raw::Decoder::new()
                 .decompress_vec(payload)
                 .map_err(|e| decompression(e.to_string()))?;
-            walk(header, SliceSource { rest: &raw }, decompression)
+            f(&mut SliceSource { rest: &raw }, &decompression)
         }
         3 => {
             let reader = lz4::Decoder::new(payload).map_err(|e| decompression(e.to_string()))?;
-            walk(header, stream(reader), decompression)
+            f(&mut stream(reader), &decompression)
         }
         4 => {
             let reader = zstd::stream::read::Decoder::new(payload)
                 .map_err(|e| decompression(e.to_string()))?;
-            walk(header, stream(reader), decompression)
+            f(&mut stream(reader), &decompression)
         }
         other => Err(decompression(format!("unknown codec {other}"))),
     }
@@ -208,8 +315,8 @@ fn stream<R: Read>(reader: R) -> StreamSource<BufReader<R>> {
 
 fn walk(
     header: &BatchHeader,
-    mut source: impl RecordSource,
-    decompression: impl Fn(String) -> BatchError,
+    source: &mut dyn RecordSource,
+    decompression: &dyn Fn(String) -> BatchError,
 ) -> Result<(), BatchError> {
     // Structural failures of an uncompressed batch are record errors; of a
     // compressed one, the stream may simply be garbage.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use sluice_core::messaging::MessagingConfig;
 use sluice_core::{BrokerConfig, FlushPolicy, LogConfig};
 
 /// Flags of `sluice serve`; every one also reads a `SLUICE_*` environment variable.
@@ -22,6 +23,19 @@ pub struct ServeArgs {
     /// Address of the HTTP listener (admin API, metrics) [default: 127.0.0.1:8080].
     #[arg(long, env = "SLUICE_HTTP_LISTEN")]
     pub http_listen: Option<String>,
+    /// Address of the RocketMQ 5 gRPC listener [default: 127.0.0.1:8081].
+    #[arg(long, env = "SLUICE_GRPC_LISTEN")]
+    pub grpc_listen: Option<String>,
+    /// host:port given to RocketMQ clients in routes [default: the listen address].
+    #[arg(long, env = "SLUICE_GRPC_ADVERTISED")]
+    pub grpc_advertised: Option<String>,
+    /// Deliveries a shared-subscription message gets before it moves to the
+    /// group's dead-letter topic `%DLQ%<group>` [default: 16].
+    #[arg(long, env = "SLUICE_MAX_DELIVERY_ATTEMPTS")]
+    pub max_delivery_attempts: Option<u32>,
+    /// Longest delay of a delayed message, in ms [default: 259200000, 3 days].
+    #[arg(long, env = "SLUICE_MAX_DELAY_MS")]
+    pub max_delay_ms: Option<i64>,
     /// TOML configuration file; flags and environment variables override it.
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -76,6 +90,10 @@ struct FileConfig {
     kafka_listen: Option<String>,
     kafka_advertised: Option<String>,
     http_listen: Option<String>,
+    grpc_listen: Option<String>,
+    grpc_advertised: Option<String>,
+    max_delivery_attempts: Option<u32>,
+    max_delay_ms: Option<i64>,
     flush: Option<String>,
     flush_ms: Option<u64>,
     log_level: Option<String>,
@@ -101,8 +119,11 @@ pub struct Settings {
     pub kafka_listen: String,
     pub kafka_advertised: Option<String>,
     pub http_listen: String,
+    pub grpc_listen: String,
+    pub grpc_advertised: Option<String>,
     pub log_level: String,
     pub broker: BrokerConfig,
+    pub messaging: MessagingConfig,
 }
 
 fn flush_policy(name: &str, ms: u64) -> anyhow::Result<FlushPolicy> {
@@ -217,7 +238,29 @@ impl ServeArgs {
         if g.max_size < 1 {
             bail!("group max size must be at least 1");
         }
+        let mut messaging = MessagingConfig::default();
+        messaging.max_delivery_attempts = self
+            .max_delivery_attempts
+            .or(file.max_delivery_attempts)
+            .unwrap_or(messaging.max_delivery_attempts);
+        messaging.max_delay_ms = self
+            .max_delay_ms
+            .or(file.max_delay_ms)
+            .unwrap_or(messaging.max_delay_ms);
+        if messaging.max_delivery_attempts < 1 {
+            bail!("max delivery attempts must be at least 1");
+        }
+        if messaging.max_delay_ms < 0 {
+            bail!("the maximum delay must not be negative");
+        }
         Ok(Settings {
+            grpc_listen: self
+                .grpc_listen
+                .clone()
+                .or(file.grpc_listen)
+                .unwrap_or_else(|| "127.0.0.1:8081".into()),
+            grpc_advertised: self.grpc_advertised.clone().or(file.grpc_advertised),
+            messaging,
             kafka_listen: self
                 .kafka_listen
                 .clone()

@@ -1,8 +1,10 @@
 //! `sluice serve`: wires storage, core and the protocol front ends together.
 
 use anyhow::Context;
+use sluice_core::messaging::Messaging;
 use sluice_core::Broker;
 use sluice_kafka::KafkaServerConfig;
+use sluice_rocketmq::RocketMqServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -43,21 +45,32 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
         .with_context(|| format!("binding Kafka listener {}", settings.kafka_listen))?;
     let kafka_addr = listener.local_addr()?;
     let (host, port) = match &settings.kafka_advertised {
-        Some(adv) => {
-            let (h, p) = adv
-                .rsplit_once(':')
-                .with_context(|| format!("advertised address {adv:?} needs host:port"))?;
-            (h.to_string(), p.parse::<i32>().context("advertised port")?)
-        }
+        Some(adv) => split_host_port(adv)?,
         None => (kafka_addr.ip().to_string(), i32::from(kafka_addr.port())),
     };
     let http_listener = TcpListener::bind(&settings.http_listen)
         .await
         .with_context(|| format!("binding HTTP listener {}", settings.http_listen))?;
     let http_addr = http_listener.local_addr()?;
+    let grpc_listener = TcpListener::bind(&settings.grpc_listen)
+        .await
+        .with_context(|| format!("binding RocketMQ gRPC listener {}", settings.grpc_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let (grpc_host, grpc_port) = match &settings.grpc_advertised {
+        Some(adv) => split_host_port(adv)?,
+        None => (grpc_addr.ip().to_string(), i32::from(grpc_addr.port())),
+    };
+    let messaging = {
+        let broker = broker.clone();
+        let config = settings.messaging.clone();
+        tokio::task::spawn_blocking(move || Messaging::open(broker, config))
+            .await?
+            .context("opening the delayed-message log")?
+    };
     tracing::info!(
         kafka_listen = %kafka_addr,
         http_listen = %http_addr,
+        grpc_listen = %grpc_addr,
         kafka_advertised = %format!("{host}:{port}"),
         data_dir = %data_dir.display(),
         flush = settings.broker.log_defaults.flush.name(),
@@ -78,6 +91,21 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
         KafkaServerConfig::new(host, port),
         stopped(stop_rx.clone()),
     ));
+    let messaging_task = {
+        let messaging = messaging.clone();
+        let rx = stop_rx.clone();
+        tokio::spawn(async move { messaging.run(stopped(rx)).await })
+    };
+    let grpc = tokio::spawn(sluice_rocketmq::serve(
+        grpc_listener,
+        messaging.clone(),
+        RocketMqServerConfig {
+            advertised_host: grpc_host,
+            advertised_port: grpc_port,
+            max_body_bytes: settings.broker.log_defaults.max_message_bytes,
+        },
+        stopped(stop_rx.clone()),
+    ));
     let http = tokio::spawn(sluice_admin::serve(
         http_listener,
         broker.clone(),
@@ -90,6 +118,10 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
     broker.begin_shutdown();
     let _ = stop_tx.send(true);
     let _ = kafka.await;
+    if let Ok(Err(e)) = grpc.await {
+        tracing::error!(error = %e, "RocketMQ listener failed");
+    }
+    let _ = messaging_task.await;
     let _ = http.await;
     let _ = maintenance.await;
     tokio::task::spawn_blocking(move || broker.flush_all())
@@ -97,6 +129,13 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
         .context("final flush")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+fn split_host_port(address: &str) -> anyhow::Result<(String, i32)> {
+    let (h, p) = address
+        .rsplit_once(':')
+        .with_context(|| format!("advertised address {address:?} needs host:port"))?;
+    Ok((h.to_string(), p.parse::<i32>().context("advertised port")?))
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

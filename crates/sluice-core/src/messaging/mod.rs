@@ -1,0 +1,558 @@
+//! Message-queue semantics shared by the fronts that deliver message by message
+//! (RocketMQ today): sending single messages, shared subscriptions with
+//! per-message acknowledgement, retry and dead-letter topics.
+
+pub mod delay;
+pub mod message;
+mod shared;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use message::{Message, StoredMessage};
+pub use shared::{Delivery, ReceiveRequest};
+
+use crate::error::CoreError;
+use crate::messaging::delay::{DelayStore, HEADER_DELAY_REF};
+use crate::messaging::message::{
+    HEADER_DLQ_ATTEMPTS, HEADER_DLQ_ORIGIN_OFFSET, HEADER_DLQ_ORIGIN_PARTITION,
+    HEADER_DLQ_ORIGIN_TOPIC,
+};
+use crate::messaging::shared::{read_message, DeadLetter, SharedSubscriptions};
+use crate::names::dlq_topic;
+use crate::{now_ms, Broker, Durability, TopicConfig};
+
+/// RocketMQ's default redelivery back-off, one step per failed attempt (ms):
+/// 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h.
+pub const RETRY_BACKOFF_MS: [i64; 16] = [
+    10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000, 480_000, 540_000,
+    600_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000,
+];
+
+/// How shared subscriptions and message sends behave.
+#[derive(Debug, Clone)]
+pub struct MessagingConfig {
+    /// Deliveries a message gets before it moves to the group's dead-letter topic.
+    pub max_delivery_attempts: u32,
+    /// Unsettled messages kept per (group, partition); a full window stops new
+    /// reads from that partition until messages are acknowledged.
+    pub unacked_per_queue_max: usize,
+    /// Largest delay accepted for a delayed message (ms).
+    pub max_delay_ms: i64,
+    /// Delayed messages kept pending at most; beyond it a delayed send fails.
+    pub delayed_pending_max: usize,
+}
+
+/// How far in the past a delivery time may lie (client clocks differ); earlier
+/// ones are refused, later ones are delivered at once.
+pub const DELIVERY_TIME_TOLERANCE_MS: i64 = 60_000;
+/// Due delayed messages delivered per round.
+const DELAY_ROUND_MAX: usize = 256;
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        MessagingConfig {
+            max_delivery_attempts: 16,
+            unacked_per_queue_max: 10_000,
+            max_delay_ms: 3 * 24 * 3600 * 1000,
+            delayed_pending_max: 1_000_000,
+        }
+    }
+}
+
+/// Where a sent message was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub partition: i32,
+    /// Offset in the partition; -1 while the message waits for its delivery time.
+    pub offset: i64,
+    pub durability: Durability,
+    /// For a delayed message: the handle that recalls it before it is due.
+    pub recall_handle: Option<String>,
+}
+
+struct Inner {
+    broker: Broker,
+    config: MessagingConfig,
+    shared: SharedSubscriptions,
+    delay: DelayStore,
+    /// Wakes the delay task when a message is scheduled.
+    delay_wake: tokio::sync::Notify,
+}
+
+/// The message-queue services of one broker. Cheap to clone.
+#[derive(Clone)]
+pub struct Messaging {
+    inner: Arc<Inner>,
+}
+
+impl Messaging {
+    /// Services over `broker`: opens the delayed-message log and finishes a
+    /// delivery round a crash interrupted. Blocking (file work). Call
+    /// [`Messaging::run`] to start background work.
+    pub fn open(broker: Broker, config: MessagingConfig) -> Result<Self, CoreError> {
+        let (delay, unfinished) = DelayStore::open(
+            &broker.config().data_dir,
+            config.delayed_pending_max,
+            now_ms(),
+        )?;
+        if let Some(u) = unfinished {
+            let wanted: std::collections::HashSet<String> =
+                u.entries.iter().map(i64::to_string).collect();
+            let mut found = Vec::new();
+            for (topic, partition, end) in &u.ends {
+                found.extend(find_delivered(&broker, topic, *partition, *end, &wanted)?);
+            }
+            tracing::info!(
+                interrupted = u.entries.len(),
+                delivered = found.len(),
+                "finishing a delayed-delivery round interrupted by a crash"
+            );
+            delay.settle(&found, now_ms())?;
+        }
+        Ok(Messaging {
+            inner: Arc::new(Inner {
+                broker,
+                config,
+                shared: SharedSubscriptions::new(),
+                delay,
+                delay_wake: tokio::sync::Notify::new(),
+            }),
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &MessagingConfig {
+        &self.inner.config
+    }
+
+    /// The broker underneath.
+    pub fn broker(&self) -> &Broker {
+        &self.inner.broker
+    }
+
+    /// Stores one message in a partition, durably when the topic's flush policy
+    /// is `always`. The topic must exist. With a delivery time (epoch ms) in the
+    /// future the message is kept back, fsynced, and lands in the partition when
+    /// due; one up to [`DELIVERY_TIME_TOLERANCE_MS`] in the past is stored at once.
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: i32,
+        message: &Message,
+        deliver_at: Option<i64>,
+    ) -> Result<Sent, CoreError> {
+        message.validate()?;
+        let now = now_ms();
+        if let Some(at) = deliver_at {
+            if at < now - DELIVERY_TIME_TOLERANCE_MS {
+                return Err(CoreError::IllegalDeliveryTime(format!(
+                    "{at} lies {} ms in the past",
+                    now - at
+                )));
+            }
+            if at > now.saturating_add(self.inner.config.max_delay_ms) {
+                return Err(CoreError::IllegalDeliveryTime(format!(
+                    "{at} is more than the maximum delay of {} ms away",
+                    self.inner.config.max_delay_ms
+                )));
+            }
+            if at > now {
+                return self.schedule(topic, partition, message, at).await;
+            }
+        }
+        let batch = message.to_batch(now);
+        let produced = self.inner.broker.produce(topic, partition, &batch).await?;
+        Ok(Sent {
+            partition,
+            offset: produced.base_offset,
+            durability: produced.durability,
+            recall_handle: None,
+        })
+    }
+
+    async fn schedule(
+        &self,
+        topic: &str,
+        partition: i32,
+        message: &Message,
+        deliver_at: i64,
+    ) -> Result<Sent, CoreError> {
+        // The target must exist now; a topic deleted before the delivery time
+        // drops the message then (logged).
+        self.inner.broker.partition_offsets(topic, partition)?;
+        let this = self.clone();
+        let (topic_owned, message) = (topic.to_string(), message.clone());
+        let entry = tokio::task::spawn_blocking(move || {
+            this.inner
+                .delay
+                .schedule(&topic_owned, partition, &message, deliver_at, now_ms())
+        })
+        .await
+        .map_err(|e| {
+            CoreError::Storage(sluice_storage::StorageError::Io {
+                path: self.inner.broker.config().data_dir.clone(),
+                source: std::io::Error::other(e),
+            })
+        })??;
+        self.inner.delay_wake.notify_one();
+        Ok(Sent {
+            partition,
+            offset: -1,
+            durability: Durability::Fsynced,
+            recall_handle: Some(format!("{entry:x}")),
+        })
+    }
+
+    /// Withdraws a delayed message that is not yet due; returns its message id.
+    pub async fn recall(&self, topic: &str, recall_handle: &str) -> Result<String, CoreError> {
+        let entry = i64::from_str_radix(recall_handle, 16).map_err(|_| {
+            CoreError::MessageNotFound(format!("malformed recall handle {recall_handle:?}"))
+        })?;
+        let this = self.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || this.inner.delay.recall(&topic, entry, now_ms()))
+            .await
+            .map_err(|e| {
+                CoreError::Storage(sluice_storage::StorageError::Io {
+                    path: self.inner.broker.config().data_dir.clone(),
+                    source: std::io::Error::other(e),
+                })
+            })?
+    }
+
+    /// Delayed messages waiting for their time.
+    pub fn delayed_pending(&self) -> usize {
+        self.inner.delay.pending()
+    }
+
+    /// Takes up to `req.max_messages` messages for the group, waiting up to
+    /// `req.wait` when none is ready. An empty answer means none arrived in time.
+    pub async fn receive(&self, req: ReceiveRequest) -> Result<Vec<Delivery>, CoreError> {
+        let broker = &self.inner.broker;
+        let info = broker
+            .topic(&req.topic)
+            .ok_or_else(|| CoreError::UnknownTopicOrPartition {
+                topic: req.topic.clone(),
+                partition: -1,
+            })?;
+        let partitions: Vec<i32> = match req.partition {
+            Some(p) if info.partitions.iter().any(|x| x.index == p) => vec![p],
+            Some(p) => {
+                return Err(CoreError::UnknownTopicOrPartition {
+                    topic: req.topic.clone(),
+                    partition: p,
+                })
+            }
+            None => info.partitions.iter().map(|p| p.index).collect(),
+        };
+        let deadline = tokio::time::Instant::now() + req.wait;
+        loop {
+            let mut watch =
+                broker.watch_appends(partitions.iter().map(|p| (req.topic.as_str(), *p)));
+            let shared::Taken {
+                deliveries: out,
+                wake,
+                dead,
+            } = self
+                .inner
+                .shared
+                .take(broker, &self.inner.config, &req, &partitions)?;
+            for d in dead {
+                self.dead_letter(d).await;
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(out);
+            }
+            let mut until = deadline;
+            if let Some(at) = wake {
+                let ms = u64::try_from(at.saturating_sub(now_ms()).max(1)).unwrap_or(1);
+                until = until.min(now + Duration::from_millis(ms));
+            }
+            tokio::select! {
+                _ = watch.changed() => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    /// Settles a delivery.
+    pub fn ack(&self, group: &str, topic: &str, receipt_handle: &str) -> Result<(), CoreError> {
+        self.inner.shared.ack(group, topic, receipt_handle)
+    }
+
+    /// Makes a delivery invisible for `invisible` from now instead; returns the
+    /// new receipt handle (the old one stops working) and the new deadline.
+    pub fn change_invisible_duration(
+        &self,
+        group: &str,
+        topic: &str,
+        receipt_handle: &str,
+        invisible: Duration,
+    ) -> Result<(String, i64), CoreError> {
+        self.inner
+            .shared
+            .change_invisible(group, topic, receipt_handle, invisible)
+    }
+
+    /// Moves a delivered message to the group's dead-letter topic now (a client
+    /// that gave up on it).
+    pub async fn forward_to_dead_letter(
+        &self,
+        group: &str,
+        topic: &str,
+        receipt_handle: &str,
+    ) -> Result<(), CoreError> {
+        let dead = self
+            .inner
+            .shared
+            .begin_dead_letter(group, topic, receipt_handle)?;
+        let result = self.move_to_dead_letter(&dead).await;
+        self.inner.shared.finish_dead_letter(&dead, result.is_ok());
+        result
+    }
+
+    async fn dead_letter(&self, dead: DeadLetter) {
+        let result = self.move_to_dead_letter(&dead).await;
+        if let Err(e) = &result {
+            tracing::error!(group = %dead.key.0, topic = %dead.key.1, partition = dead.key.2,
+                offset = dead.offset, error = %e, "moving a message to its dead-letter topic failed");
+        }
+        self.inner.shared.finish_dead_letter(&dead, result.is_ok());
+    }
+
+    /// Appends the message to `%DLQ%<group>` with its properties and where it
+    /// came from; the topic is made (one partition) when missing.
+    async fn move_to_dead_letter(&self, dead: &DeadLetter) -> Result<(), CoreError> {
+        let broker = &self.inner.broker;
+        let (group, topic, partition) = &dead.key;
+        let Some(stored) = read_message(broker, topic, *partition, dead.offset)? else {
+            // Already removed by retention: nothing to keep.
+            return Ok(());
+        };
+        let dlq = dlq_topic(group);
+        if broker.topic(&dlq).is_none() {
+            match broker.create_topic(&dlq, 1, -1, TopicConfig::default(), false) {
+                Ok(_) | Err(CoreError::TopicAlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let id = stored.id();
+        let mut message = stored.message;
+        message.message_id = id;
+        message.set_system_header(HEADER_DLQ_ORIGIN_TOPIC, topic.as_bytes().to_vec());
+        message.set_system_header(HEADER_DLQ_ORIGIN_PARTITION, partition.to_string());
+        message.set_system_header(HEADER_DLQ_ORIGIN_OFFSET, dead.offset.to_string());
+        message.set_system_header(HEADER_DLQ_ATTEMPTS, dead.attempts.to_string());
+        let batch = message.to_batch(now_ms());
+        broker.produce(&dlq, 0, &batch).await?;
+        tracing::info!(group = %group, topic = %topic, partition, offset = dead.offset,
+            attempts = dead.attempts, "moved a message to its dead-letter topic");
+        Ok(())
+    }
+
+    /// Background work until `shutdown`: delivers due delayed messages, commits
+    /// the shared subscriptions' floors and dead-letters expired messages of
+    /// groups that stopped asking.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        let mut timer = tokio::time::interval(Duration::from_millis(200));
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let delays = {
+            let this = self.clone();
+            tokio::spawn(async move { this.run_delays().await })
+        };
+        struct AbortOnDrop(tokio::task::JoinHandle<()>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let _delays = AbortOnDrop(delays);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = timer.tick() => {}
+            }
+            for d in self.inner.shared.sweep_dead(&self.inner.config) {
+                self.dead_letter(d).await;
+            }
+            self.commit_floors().await;
+        }
+        self.commit_floors().await;
+    }
+
+    /// Delivers delayed messages as they fall due, forever.
+    async fn run_delays(&self) {
+        loop {
+            let wait = match self.inner.delay.next_due() {
+                Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
+                None => Duration::from_secs(3600),
+            };
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = self.inner.delay_wake.notified() => continue,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            if let Err(e) = self.deliver_due().await {
+                tracing::error!(error = %e, "delivering delayed messages failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// One delivery round (see [`delay`]).
+    async fn deliver_due(&self) -> Result<(), CoreError> {
+        let broker = &self.inner.broker;
+        let this = self.clone();
+        let blocking = |e: tokio::task::JoinError| {
+            CoreError::Storage(sluice_storage::StorageError::Io {
+                path: broker.config().data_dir.clone(),
+                source: std::io::Error::other(e),
+            })
+        };
+        let due =
+            tokio::task::spawn_blocking(move || this.inner.delay.due(now_ms(), DELAY_ROUND_MAX))
+                .await
+                .map_err(blocking)??;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut ends: Vec<(String, i32, i64)> = Vec::new();
+        let mut dropped = Vec::new();
+        for d in &due {
+            let (topic, partition) = (&d.pending.topic, d.pending.partition);
+            if ends.iter().any(|(t, p, _)| t == topic && *p == partition) {
+                continue;
+            }
+            match broker.partition_offsets(topic, partition) {
+                Ok((_, end)) => ends.push((topic.clone(), partition, end)),
+                Err(_) => dropped.push(d.pending.entry),
+            }
+        }
+        let entries: Vec<i64> = due.iter().map(|d| d.pending.entry).collect();
+        let this = self.clone();
+        let (e2, ends2) = (entries.clone(), ends.clone());
+        tokio::task::spawn_blocking(move || this.inner.delay.begin_round(&e2, &ends2, now_ms()))
+            .await
+            .map_err(blocking)??;
+        let mut settled = Vec::new();
+        let mut failure = None;
+        for d in due {
+            if dropped.contains(&d.pending.entry) {
+                tracing::warn!(topic = %d.pending.topic, partition = d.pending.partition,
+                    "dropping a delayed message: its topic no longer exists");
+                settled.push(d.pending.entry);
+                continue;
+            }
+            let batch = d.message.to_batch(now_ms());
+            match broker
+                .produce(&d.pending.topic, d.pending.partition, &batch)
+                .await
+            {
+                Ok(_) => settled.push(d.pending.entry),
+                Err(CoreError::UnknownTopicOrPartition { .. }) => {
+                    tracing::warn!(topic = %d.pending.topic, partition = d.pending.partition,
+                        "dropping a delayed message: its topic no longer exists");
+                    settled.push(d.pending.entry);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.inner.delay.settle(&settled, now_ms()))
+            .await
+            .map_err(blocking)??;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn commit_floors(&self) {
+        let floors = self.inner.shared.floors_to_commit();
+        if floors.is_empty() {
+            return;
+        }
+        let mut by_group: std::collections::BTreeMap<&str, Vec<_>> = Default::default();
+        for ((group, topic, partition), floor) in &floors {
+            by_group.entry(group.as_str()).or_default().push((
+                topic.clone(),
+                *partition,
+                crate::CommittedOffset {
+                    offset: *floor,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    commit_timestamp_ms: now_ms(),
+                },
+            ));
+        }
+        for (group, entries) in by_group {
+            let result = self
+                .inner
+                .broker
+                .commit_offsets(group, -1, "", None, entries)
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(group, error = %e, "committing shared-subscription progress failed");
+                self.inner.shared.commit_failed(&floors);
+            }
+        }
+    }
+}
+
+/// Entries among `wanted` (as text) whose messages a partition holds from `from`
+/// on, by their `sluice-delay-ref` header.
+fn find_delivered(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    wanted: &std::collections::HashSet<String>,
+) -> Result<Vec<i64>, CoreError> {
+    let mut found = Vec::new();
+    let Ok((start, end)) = broker.partition_offsets(topic, partition) else {
+        return Ok(found);
+    };
+    let mut offset = from.max(start);
+    while offset < end {
+        let read = broker.read(topic, partition, offset, 1 << 20)?;
+        let Some(slice) = read.records else { break };
+        let bytes = slice.read_bytes().map_err(|e| {
+            CoreError::Storage(sluice_storage::StorageError::Io {
+                path: std::path::PathBuf::from(topic),
+                source: e,
+            })
+        })?;
+        let before = offset;
+        let mut at = 0;
+        while let Ok(h) = sluice_storage::BatchHeader::parse(&bytes[at..]) {
+            let stop = (at + h.total_bytes()).min(bytes.len());
+            for m in message::decode_batch(topic, partition, &bytes[at..stop]).unwrap_or_default() {
+                if let Some(r) = m.message.system_header(HEADER_DELAY_REF) {
+                    if wanted.contains(&r) {
+                        found.push(r.parse().unwrap_or(-1));
+                    }
+                }
+            }
+            offset = h.last_offset() + 1;
+            at = stop;
+            if at >= bytes.len() {
+                break;
+            }
+        }
+        if offset == before {
+            break;
+        }
+    }
+    Ok(found)
+}
