@@ -53,6 +53,8 @@ class Broker:
         self.log_path = workdir / "broker.log"
         self.extra_args = tuple(extra_args)
         self.port = free_port()
+        # RocketMQ 5 gRPC listener (apache.rocketmq.v2.MessagingService).
+        self.grpc_port = free_port()
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         # Set when the test itself stopped or killed the process, so the teardown
@@ -62,6 +64,11 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def grpc_endpoint(self) -> str:
+        """host:port of the RocketMQ 5 gRPC listener, as RocketMQ clients take it."""
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def pid(self) -> int:
@@ -77,6 +84,7 @@ class Broker:
             "--data-dir", str(self.data_dir),
             "--kafka-listen", self.bootstrap,
             "--http-listen", "127.0.0.1:0",
+            "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
             *self.extra_args,
         ]
 
@@ -84,7 +92,8 @@ class Broker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
         if self.use_env:
             env.update(SLUICE_DATA_DIR=str(self.data_dir), SLUICE_KAFKA_LISTEN=self.bootstrap,
-                       SLUICE_HTTP_LISTEN="127.0.0.1:0")
+                       SLUICE_HTTP_LISTEN="127.0.0.1:0",
+                       SLUICE_GRPC_LISTEN=f"127.0.0.1:{self.grpc_port}")
         return env
 
     def start(self) -> "Broker":

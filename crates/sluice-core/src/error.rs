@@ -136,6 +136,9 @@ pub enum CoreError {
     /// delivery has expired, been acknowledged or been handed out again.
     #[error("invalid receipt handle: {0}")]
     InvalidReceiptHandle(String),
+    /// A transaction id that names no pending half message of the topic.
+    #[error("unknown transaction {0}")]
+    UnknownTransaction(String),
     /// A recall handle that does not name a pending delayed message.
     #[error("message not found: {0}")]
     MessageNotFound(String),

@@ -51,7 +51,9 @@ pub fn error_code(e: &CoreError) -> i16 {
             K::InvalidRequest.code()
         }
         CoreError::IllegalDeliveryTime(_) => K::InvalidTimestamp.code(),
-        CoreError::MessageNotFound(_) => K::InvalidRequest.code(),
+        CoreError::MessageNotFound(_) | CoreError::UnknownTransaction(_) => {
+            K::InvalidRequest.code()
+        }
         CoreError::Storage(_) => K::KafkaStorageError.code(),
     }
 }

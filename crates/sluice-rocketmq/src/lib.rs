@@ -38,7 +38,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let service = RocketMqService::new(messaging, config);
-    tonic::transport::Server::builder()
+    let (stop_checks, checks_stopped) = tokio::sync::oneshot::channel::<()>();
+    let checker = service.clone();
+    let checks = tokio::spawn(async move {
+        checker
+            .run_transaction_checks(async {
+                let _ = checks_stopped.await;
+            })
+            .await
+    });
+    let result = tonic::transport::Server::builder()
         .add_service(pb::messaging_service_server::MessagingServiceServer::new(
             service,
         ))
@@ -46,5 +55,8 @@ pub async fn serve(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
         )
-        .await
+        .await;
+    let _ = stop_checks.send(());
+    let _ = checks.await;
+    result
 }

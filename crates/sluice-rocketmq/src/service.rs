@@ -44,6 +44,8 @@ const CLIENTS_MAX: usize = 10_000;
 /// A client with an open Telemetry stream.
 struct Client {
     group: Option<String>,
+    /// Topics a producer said it publishes to: check-backs for them go here.
+    topics: Vec<String>,
     sender: mpsc::Sender<Result<pb::TelemetryCommand, tonic::Status>>,
 }
 
@@ -71,6 +73,65 @@ fn resource_name(r: &Option<pb::Resource>) -> (String, String) {
 }
 
 impl RocketMqService {
+    /// Asks producers about half messages nobody resolved, over their Telemetry
+    /// streams, until `shutdown`. A check with no producer of the topic connected
+    /// still counts against the half message's checks.
+    pub async fn run_transaction_checks(&self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut timer = tokio::time::interval(Duration::from_secs(1));
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = timer.tick() => {}
+            }
+            for check in self.messaging.transactions_to_check().await {
+                let sender = self
+                    .clients
+                    .lock()
+                    .values()
+                    .find(|c| c.topics.iter().any(|t| *t == check.topic))
+                    .map(|c| c.sender.clone());
+                let Some(sender) = sender else {
+                    tracing::debug!(topic = %check.topic, transaction_id = %check.transaction_id,
+                        "no producer of the topic is connected for a transaction check");
+                    continue;
+                };
+                let stored = sluice_core::messaging::StoredMessage {
+                    topic: check.topic.clone(),
+                    partition: check.partition,
+                    offset: -1,
+                    store_timestamp: check.message.born_timestamp,
+                    message: check.message,
+                };
+                let mut message = crate::convert::message_out(
+                    &stored,
+                    "",
+                    &self.store_host(),
+                    pb::MessageType::Transaction,
+                );
+                if let Some(sys) = message.system_properties.as_mut() {
+                    sys.queue_offset = None;
+                }
+                let command = pb::TelemetryCommand {
+                    status: Some(ok()),
+                    command: Some(
+                        pb::telemetry_command::Command::RecoverOrphanedTransactionCommand(
+                            pb::RecoverOrphanedTransactionCommand {
+                                message: Some(message),
+                                transaction_id: check.transaction_id.clone(),
+                            },
+                        ),
+                    ),
+                };
+                if sender.try_send(Ok(command)).is_err() {
+                    tracing::debug!(transaction_id = %check.transaction_id,
+                        "a producer's telemetry stream is full or closed; the check is retried later");
+                }
+            }
+        }
+    }
+
     /// A service over the broker's messaging.
     pub fn new(messaging: Messaging, config: RocketMqServerConfig) -> Self {
         RocketMqService {
@@ -222,15 +283,20 @@ impl RocketMqService {
             Err(s) => return failed(s),
         };
         let deliver_at = sys.delivery_timestamp.as_ref().map(timestamp_ms);
-        match self
-            .messaging
-            .send(&topic, partition, &message, deliver_at)
-            .await
-        {
+        let sent = if sys.message_type == pb::MessageType::Transaction as i32 {
+            self.messaging
+                .prepare(&topic, partition, &message, deliver_at)
+                .await
+        } else {
+            self.messaging
+                .send(&topic, partition, &message, deliver_at)
+                .await
+        };
+        match sent {
             Ok(sent) => pb::SendResultEntry {
                 status: Some(ok()),
                 message_id: message.message_id.clone(),
-                transaction_id: String::new(),
+                transaction_id: sent.transaction_id.unwrap_or_default(),
                 offset: sent.offset,
                 recall_handle: sent.recall_handle.unwrap_or_default(),
             },
@@ -519,14 +585,31 @@ impl MessagingService for RocketMqService {
 
     async fn end_transaction(
         &self,
-        _request: Request<pb::EndTransactionRequest>,
+        request: Request<pb::EndTransactionRequest>,
     ) -> RpcResult<pb::EndTransactionResponse> {
-        Ok(Response::new(pb::EndTransactionResponse {
-            status: Some(status(
-                Code::NotImplemented,
-                "transactional messages are not served yet",
-            )),
-        }))
+        let req = request.get_ref();
+        let (_, topic) = resource_name(&req.topic);
+        let commit = match pb::TransactionResolution::try_from(req.resolution) {
+            Ok(pb::TransactionResolution::Commit) => true,
+            Ok(pb::TransactionResolution::Rollback) => false,
+            _ => {
+                return Ok(Response::new(pb::EndTransactionResponse {
+                    status: Some(status(
+                        Code::BadRequest,
+                        "the resolution must be COMMIT or ROLLBACK",
+                    )),
+                }))
+            }
+        };
+        let s = match self
+            .messaging
+            .end_transaction(&topic, &req.transaction_id, commit)
+            .await
+        {
+            Ok(_) => ok(),
+            Err(e) => from_error(&e),
+        };
+        Ok(Response::new(pb::EndTransactionResponse { status: Some(s) }))
     }
 
     type TelemetryStream = BoxStream<pb::TelemetryCommand>;
@@ -545,6 +628,7 @@ impl MessagingService for RocketMqService {
                     id.clone(),
                     Client {
                         group: None,
+                        topics: Vec::new(),
                         sender: tx.clone(),
                     },
                 );
@@ -558,12 +642,17 @@ impl MessagingService for RocketMqService {
                 else {
                     continue;
                 };
-                if let (Some(id), Some(pb::settings::PubSub::Subscription(sub))) =
-                    (&id, settings.pub_sub.as_ref())
-                {
-                    let (_, group) = resource_name(&sub.group);
+                if let Some(id) = &id {
                     if let Some(c) = service.clients.lock().get_mut(id) {
-                        c.group = Some(group);
+                        match settings.pub_sub.as_ref() {
+                            Some(pb::settings::PubSub::Subscription(sub)) => {
+                                c.group = Some(resource_name(&sub.group).1);
+                            }
+                            Some(pb::settings::PubSub::Publishing(p)) => {
+                                c.topics = p.topics.iter().map(|t| t.name.clone()).collect();
+                            }
+                            None => {}
+                        }
                     }
                 }
                 let answer = pb::TelemetryCommand {

@@ -55,6 +55,7 @@ pub fn code(e: &CoreError) -> Code {
         CoreError::IllegalDeliveryTime(_) => Code::IllegalDeliveryTime,
         CoreError::InvalidReceiptHandle(_) => Code::InvalidReceiptHandle,
         CoreError::MessageNotFound(_) => Code::NotFound,
+        CoreError::UnknownTransaction(_) => Code::InvalidTransactionId,
         CoreError::Storage(_) => Code::InternalError,
     }
 }

@@ -36,6 +36,13 @@ pub struct ServeArgs {
     /// Longest delay of a delayed message, in ms [default: 259200000, 3 days].
     #[arg(long, env = "SLUICE_MAX_DELAY_MS")]
     pub max_delay_ms: Option<i64>,
+    /// How long a transactional half message waits for commit or rollback before
+    /// the broker asks its producer, and between checks, in ms [default: 30000].
+    #[arg(long, env = "SLUICE_TRANSACTION_CHECK_INTERVAL_MS")]
+    pub transaction_check_interval_ms: Option<i64>,
+    /// Checks of a half message before it is rolled back [default: 15].
+    #[arg(long, env = "SLUICE_TRANSACTION_MAX_CHECKS")]
+    pub transaction_max_checks: Option<u32>,
     /// TOML configuration file; flags and environment variables override it.
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -94,6 +101,8 @@ struct FileConfig {
     grpc_advertised: Option<String>,
     max_delivery_attempts: Option<u32>,
     max_delay_ms: Option<i64>,
+    transaction_check_interval_ms: Option<i64>,
+    transaction_max_checks: Option<u32>,
     flush: Option<String>,
     flush_ms: Option<u64>,
     log_level: Option<String>,
@@ -247,6 +256,17 @@ impl ServeArgs {
             .max_delay_ms
             .or(file.max_delay_ms)
             .unwrap_or(messaging.max_delay_ms);
+        messaging.transaction_check_interval_ms = self
+            .transaction_check_interval_ms
+            .or(file.transaction_check_interval_ms)
+            .unwrap_or(messaging.transaction_check_interval_ms);
+        messaging.transaction_max_checks = self
+            .transaction_max_checks
+            .or(file.transaction_max_checks)
+            .unwrap_or(messaging.transaction_max_checks);
+        if messaging.transaction_check_interval_ms < 1 {
+            bail!("the transaction check interval must be positive");
+        }
         if messaging.max_delivery_attempts < 1 {
             bail!("max delivery attempts must be at least 1");
         }

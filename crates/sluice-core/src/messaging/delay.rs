@@ -14,6 +14,11 @@
 //! from the end offset noted in the last intent and settles the entries it finds
 //! there, so a message is delivered late but never lost and never twice.
 //! Recall writes a *recalled* record for a pending entry.
+//!
+//! Transactional half messages are entries of the same log that are not due at
+//! all ([`HALF`]) until a *committed* record makes them due (at once, or at their
+//! own delivery time); rollback is a recall. So a committed half message goes
+//! through the same never-lost, never-twice delivery rounds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -39,6 +44,11 @@ const KEY_ENTRY: &[u8] = b"E";
 const KEY_INTENT: &[u8] = b"I";
 const KEY_DONE: &[u8] = b"D";
 const KEY_RECALLED: &[u8] = b"R";
+const KEY_COMMITTED: &[u8] = b"C";
+/// Marks an entry as a transactional half message.
+const HEADER_HALF: &str = "sluice-txn-half";
+/// The due time of a half message: never, until committed.
+pub const HALF: i64 = i64::MAX;
 const HEADER_TARGET_TOPIC: &str = "sluice-delay-topic";
 const HEADER_TARGET_PARTITION: &str = "sluice-delay-partition";
 
@@ -46,7 +56,11 @@ const HEADER_TARGET_PARTITION: &str = "sluice-delay-partition";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pending {
     pub entry: i64,
+    /// [`HALF`] for an uncommitted half message.
     pub deliver_at: i64,
+    /// For a half message: when it is due once committed (its own delivery
+    /// time, or 0 for at once).
+    pub commit_due: Option<i64>,
     pub topic: String,
     pub partition: i32,
 }
@@ -104,6 +118,7 @@ impl DelayStore {
         let (log, _) = PartitionLog::open(&dir, log_config(), now_ms)?;
         let mut pending: BTreeMap<i64, Pending> = BTreeMap::new();
         let mut settled: BTreeSet<i64> = BTreeSet::new();
+        let mut committed: Vec<i64> = Vec::new();
         let mut last_intent: Option<(i64, Unfinished)> = None;
         let mut last_done_after_intent = false;
         let mut offset = log.log_start_offset();
@@ -129,6 +144,9 @@ impl DelayStore {
                                 last_done_after_intent = true;
                             }
                         }
+                        Some(KEY_COMMITTED) => {
+                            committed.extend(decode_offsets(r.value.as_deref().unwrap_or_default()));
+                        }
                         Some(KEY_INTENT) => {
                             if let Some(u) = decode_intent(r.value.as_deref().unwrap_or_default()) {
                                 last_intent = Some((r.offset, u));
@@ -147,6 +165,11 @@ impl DelayStore {
         }
         for s in &settled {
             pending.remove(s);
+        }
+        for c in committed {
+            if let Some(p) = pending.get_mut(&c) {
+                p.deliver_at = p.commit_due.unwrap_or(0);
+            }
         }
         let unfinished = match last_intent {
             Some((_, mut u)) if !last_done_after_intent => {
@@ -195,7 +218,11 @@ impl DelayStore {
             )));
         }
         let mut m = message.clone();
-        m.set_system_header(HEADER_DELIVER_AT, deliver_at.to_string());
+        if deliver_at == HALF {
+            m.set_system_header(HEADER_HALF, b"1".to_vec());
+        } else {
+            m.set_system_header(HEADER_DELIVER_AT, deliver_at.to_string());
+        }
         m.set_system_header(HEADER_TARGET_TOPIC, topic.as_bytes().to_vec());
         m.set_system_header(HEADER_TARGET_PARTITION, partition.to_string());
         m.key = Some(KEY_ENTRY.to_vec());
@@ -207,6 +234,7 @@ impl DelayStore {
             Pending {
                 entry,
                 deliver_at,
+                commit_due: (deliver_at == HALF).then_some(0),
                 topic: topic.to_string(),
                 partition,
             },
@@ -237,7 +265,11 @@ impl DelayStore {
 
     /// When the next message is due (epoch ms).
     pub(crate) fn next_due(&self) -> Option<i64> {
-        self.queue.lock().first_key_value().map(|(k, _)| k.0)
+        self.queue
+            .lock()
+            .first_key_value()
+            .map(|(k, _)| k.0)
+            .filter(|at| *at != HALF)
     }
 
     /// Number of pending messages.
@@ -250,7 +282,7 @@ impl DelayStore {
         let due: Vec<Pending> = self
             .queue
             .lock()
-            .range(..(now_ms + 1, i64::MIN))
+            .range(..(now_ms.saturating_add(1), i64::MIN))
             .take(max)
             .map(|(_, p)| p.clone())
             .collect();
@@ -259,6 +291,7 @@ impl DelayStore {
             let mut message = self.read_entry(p.entry)?;
             message.remove_system_header(HEADER_TARGET_TOPIC);
             message.remove_system_header(HEADER_TARGET_PARTITION);
+            message.remove_system_header(HEADER_HALF);
             message.set_system_header(HEADER_DELAY_REF, p.entry.to_string());
             message.key = None;
             out.push(Due {
@@ -319,6 +352,72 @@ impl DelayStore {
         }
     }
 
+    /// Commits a half message: it becomes due (durably) and is delivered by the
+    /// next round. Returns its message id.
+    pub(crate) fn commit(&self, topic: &str, entry: i64, now_ms: i64) -> Result<String, CoreError> {
+        let pending = self.half(topic, entry)?;
+        let message = self.read_entry(entry)?;
+        self.append_marker(KEY_COMMITTED, &encode_offsets(&[entry]), now_ms)?;
+        let due = pending.commit_due.unwrap_or(0);
+        let mut by_entry = self.by_entry.lock();
+        let mut queue = self.queue.lock();
+        if let Some(mut p) = queue.remove(&(HALF, entry)) {
+            p.deliver_at = due;
+            by_entry.insert(entry, due);
+            queue.insert((due, entry), p);
+        }
+        Ok(message.message_id)
+    }
+
+    /// The uncommitted half message `entry` of `topic`.
+    fn half(&self, topic: &str, entry: i64) -> Result<Pending, CoreError> {
+        let not_found = || CoreError::UnknownTransaction(format!("{entry:x} on topic {topic}"));
+        let pending = self
+            .queue
+            .lock()
+            .get(&(HALF, entry))
+            .cloned()
+            .ok_or_else(not_found)?;
+        if pending.topic != topic {
+            return Err(not_found());
+        }
+        Ok(pending)
+    }
+
+    /// Rolls a half message back (it is never delivered).
+    pub(crate) fn rollback(&self, topic: &str, entry: i64, now_ms: i64) -> Result<String, CoreError> {
+        self.half(topic, entry)?;
+        let message = self.read_entry(entry)?;
+        self.append_marker(KEY_RECALLED, &encode_offsets(&[entry]), now_ms)?;
+        self.forget(&[entry]);
+        Ok(message.message_id)
+    }
+
+    /// The target partition of a pending entry.
+    pub(crate) fn partition_of(&self, entry: i64) -> Option<i32> {
+        let at = *self.by_entry.lock().get(&entry)?;
+        self.queue.lock().get(&(at, entry)).map(|p| p.partition)
+    }
+
+    /// Every uncommitted half message: (entry, topic).
+    pub(crate) fn halves(&self) -> Vec<(i64, String)> {
+        self.queue
+            .lock()
+            .range((HALF, i64::MIN)..)
+            .map(|(k, p)| (k.1, p.topic.clone()))
+            .collect()
+    }
+
+    /// A half message's content, as a check-back shows it to the producer.
+    pub(crate) fn half_message(&self, entry: i64) -> Result<Message, CoreError> {
+        let mut m = self.read_entry(entry)?;
+        m.remove_system_header(HEADER_TARGET_TOPIC);
+        m.remove_system_header(HEADER_TARGET_PARTITION);
+        m.remove_system_header(HEADER_HALF);
+        m.key = None;
+        Ok(m)
+    }
+
     /// Recalls a pending entry; returns its message id. Fails when the entry
     /// was delivered, recalled, or never existed.
     pub(crate) fn recall(&self, topic: &str, entry: i64, now_ms: i64) -> Result<String, CoreError> {
@@ -328,6 +427,9 @@ impl DelayStore {
             ))
         };
         let at = *self.by_entry.lock().get(&entry).ok_or_else(not_found)?;
+        if at == HALF {
+            return Err(not_found());
+        }
         let pending = self
             .queue
             .lock()
@@ -352,9 +454,12 @@ fn entry_meta(offset: i64, headers: &[(String, Option<Vec<u8>>)]) -> Option<Pend
             .and_then(|(_, v)| v.as_ref())
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
+    let deliver_at = get(HEADER_DELIVER_AT).and_then(|v| v.parse().ok());
+    let half = get(HEADER_HALF).is_some();
     Some(Pending {
         entry: offset,
-        deliver_at: get(HEADER_DELIVER_AT)?.parse().ok()?,
+        deliver_at: if half { HALF } else { deliver_at? },
+        commit_due: half.then(|| deliver_at.unwrap_or(0)),
         topic: get(HEADER_TARGET_TOPIC)?,
         partition: get(HEADER_TARGET_PARTITION)?.parse().ok()?,
     })
@@ -414,6 +519,36 @@ pub fn deliver_at_for_level(level: i64, now_ms: i64) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_messages_wait_for_commit_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Message {
+            body: b"x".to_vec(),
+            message_id: "tx-1".into(),
+            ..Message::default()
+        };
+        let (store, _) = DelayStore::open(dir.path(), 100, 0).unwrap();
+        let a = store.schedule("t", 0, &m, HALF, 0).unwrap();
+        let b = store.schedule("t", 0, &m, HALF, 0).unwrap();
+        let c = store.schedule("t", 0, &m, HALF, 0).unwrap();
+        assert_eq!(store.next_due(), None);
+        assert!(store.due(i64::MAX - 1, 10).unwrap().is_empty());
+        assert!(store.recall("t", a, 0).is_err(), "recall is for delayed messages");
+        assert!(store.commit("u", a, 0).is_err(), "another topic");
+        assert_eq!(store.commit("t", a, 5).unwrap(), "tx-1");
+        assert!(store.commit("t", a, 5).is_err(), "committed twice");
+        store.rollback("t", b, 5).unwrap();
+        assert_eq!(store.halves(), vec![(c, "t".to_string())]);
+        drop(store);
+        let (store, _) = DelayStore::open(dir.path(), 100, 0).unwrap();
+        assert_eq!(store.halves(), vec![(c, "t".to_string())]);
+        let due = store.due(10, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].pending.entry, a);
+        assert_eq!(due[0].message.system_header(HEADER_HALF), None);
+        assert_eq!(store.half_message(c).unwrap().message_id, "tx-1");
+    }
 
     #[test]
     fn intents_round_trip() {

@@ -40,8 +40,13 @@ pub struct MessagingConfig {
     pub unacked_per_queue_max: usize,
     /// Largest delay accepted for a delayed message (ms).
     pub max_delay_ms: i64,
-    /// Delayed messages kept pending at most; beyond it a delayed send fails.
+    /// Delayed and half messages kept pending at most; beyond it such a send fails.
     pub delayed_pending_max: usize,
+    /// How long a half message may wait for commit or rollback before the broker
+    /// asks a producer, and between later checks (ms).
+    pub transaction_check_interval_ms: i64,
+    /// Checks of one half message before it is rolled back.
+    pub transaction_max_checks: u32,
 }
 
 /// How far in the past a delivery time may lie (client clocks differ); earlier
@@ -57,6 +62,8 @@ impl Default for MessagingConfig {
             unacked_per_queue_max: 10_000,
             max_delay_ms: 3 * 24 * 3600 * 1000,
             delayed_pending_max: 1_000_000,
+            transaction_check_interval_ms: 30_000,
+            transaction_max_checks: 15,
         }
     }
 }
@@ -70,6 +77,19 @@ pub struct Sent {
     pub durability: Durability,
     /// For a delayed message: the handle that recalls it before it is due.
     pub recall_handle: Option<String>,
+    /// For a half message: the id that commits or rolls it back.
+    pub transaction_id: Option<String>,
+}
+
+/// A half message the broker asks its producer about.
+#[derive(Debug, Clone)]
+pub struct TransactionCheck {
+    pub transaction_id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub message: Message,
+    /// 1 for the first check.
+    pub check: u32,
 }
 
 struct Inner {
@@ -79,6 +99,9 @@ struct Inner {
     delay: DelayStore,
     /// Wakes the delay task when a message is scheduled.
     delay_wake: tokio::sync::Notify,
+    /// Half message entry → (next check at, checks so far). Not persisted: after
+    /// a restart every pending half message waits one interval, then is checked.
+    checks: parking_lot::Mutex<std::collections::HashMap<i64, (i64, u32)>>,
 }
 
 /// The message-queue services of one broker. Cheap to clone.
@@ -118,6 +141,7 @@ impl Messaging {
                 shared: SharedSubscriptions::new(),
                 delay,
                 delay_wake: tokio::sync::Notify::new(),
+                checks: parking_lot::Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -169,6 +193,7 @@ impl Messaging {
             offset: produced.base_offset,
             durability: produced.durability,
             recall_handle: None,
+            transaction_id: None,
         })
     }
 
@@ -201,8 +226,106 @@ impl Messaging {
             partition,
             offset: -1,
             durability: Durability::Fsynced,
-            recall_handle: Some(format!("{entry:x}")),
+            recall_handle: (deliver_at != delay::HALF).then(|| format!("{entry:x}")),
+            transaction_id: (deliver_at == delay::HALF).then(|| format!("{entry:x}")),
         })
+    }
+
+    /// Stores a transactional half message durably (fsynced): invisible until
+    /// [`Messaging::end_transaction`] commits it, with an optional delivery time.
+    pub async fn prepare(
+        &self,
+        topic: &str,
+        partition: i32,
+        message: &Message,
+        deliver_at: Option<i64>,
+    ) -> Result<Sent, CoreError> {
+        message.validate()?;
+        let mut message = message.clone();
+        if let Some(at) = deliver_at {
+            message.set_system_header(message::HEADER_DELIVER_AT, at.to_string());
+        }
+        self.schedule(topic, partition, &message, delay::HALF).await
+    }
+
+    /// Commits (the message is delivered exactly once) or rolls back (it never
+    /// is) a half message. Returns its message id.
+    pub async fn end_transaction(
+        &self,
+        topic: &str,
+        transaction_id: &str,
+        commit: bool,
+    ) -> Result<String, CoreError> {
+        let entry = i64::from_str_radix(transaction_id, 16)
+            .map_err(|_| CoreError::UnknownTransaction(transaction_id.to_string()))?;
+        let this = self.clone();
+        let topic = topic.to_string();
+        let id = tokio::task::spawn_blocking(move || {
+            if commit {
+                this.inner.delay.commit(&topic, entry, now_ms())
+            } else {
+                this.inner.delay.rollback(&topic, entry, now_ms())
+            }
+        })
+        .await
+        .map_err(|e| CoreError::Storage(sluice_storage::StorageError::Io {
+            path: self.inner.broker.config().data_dir.clone(),
+            source: std::io::Error::other(e),
+        }))??;
+        self.inner.checks.lock().remove(&entry);
+        if commit {
+            self.inner.delay_wake.notify_one();
+        }
+        Ok(id)
+    }
+
+    /// Half messages due for a check-back now; each call counts a check. Ones
+    /// that used up their checks are rolled back here (logged).
+    pub async fn transactions_to_check(&self) -> Vec<TransactionCheck> {
+        let now = now_ms();
+        let interval = self.inner.config.transaction_check_interval_ms;
+        let halves = self.inner.delay.halves();
+        let mut due = Vec::new();
+        let mut expired = Vec::new();
+        {
+            let mut checks = self.inner.checks.lock();
+            checks.retain(|entry, _| halves.iter().any(|(e, _)| e == entry));
+            for (entry, topic) in &halves {
+                let state = checks.entry(*entry).or_insert((now + interval, 0));
+                if state.0 > now {
+                    continue;
+                }
+                if state.1 >= self.inner.config.transaction_max_checks {
+                    expired.push((*entry, topic.clone()));
+                    continue;
+                }
+                state.0 = now + interval;
+                state.1 += 1;
+                due.push((*entry, topic.clone(), state.1));
+            }
+        }
+        for (entry, topic) in expired {
+            match self.end_transaction(&topic, &format!("{entry:x}"), false).await {
+                Ok(id) => tracing::warn!(topic = %topic, message_id = %id,
+                    "rolled back a half message: no producer resolved it"),
+                Err(e) => tracing::error!(topic = %topic, error = %e, "rolling back a half message failed"),
+            }
+        }
+        let mut out = Vec::new();
+        for (entry, topic, check) in due {
+            let this = self.clone();
+            let read = tokio::task::spawn_blocking(move || this.inner.delay.half_message(entry)).await;
+            let Ok(Ok(message)) = read else { continue };
+            let partition = self.inner.delay.partition_of(entry).unwrap_or(0);
+            out.push(TransactionCheck {
+                transaction_id: format!("{entry:x}"),
+                topic,
+                partition,
+                message,
+                check,
+            });
+        }
+        out
     }
 
     /// Withdraws a delayed message that is not yet due; returns its message id.
