@@ -41,6 +41,10 @@ const TELEMETRY_QUEUE: usize = 64;
 /// not reachable for check-back until they reconnect).
 const CLIENTS_MAX: usize = 10_000;
 
+/// Parsed filter expressions kept for reuse: consumers send the same expression
+/// with every long poll, and parsing SQL runs on a thread of its own.
+const FILTER_CACHE_MAX: usize = 1024;
+
 /// A client with an open Telemetry stream.
 struct Client {
     group: Option<String>,
@@ -56,6 +60,7 @@ pub struct RocketMqService {
     config: Arc<RocketMqServerConfig>,
     clients: Arc<Mutex<HashMap<String, Client>>>,
     round_robin: Arc<AtomicU64>,
+    filters: Arc<Mutex<HashMap<(bool, String), Filter>>>,
 }
 
 fn client_id<T>(request: &Request<T>) -> Option<String> {
@@ -90,7 +95,7 @@ impl RocketMqService {
                     .clients
                     .lock()
                     .values()
-                    .find(|c| c.topics.iter().any(|t| *t == check.topic))
+                    .find(|c| c.topics.contains(&check.topic))
                     .map(|c| c.sender.clone());
                 let Some(sender) = sender else {
                     tracing::debug!(topic = %check.topic, transaction_id = %check.transaction_id,
@@ -139,6 +144,7 @@ impl RocketMqService {
             config: Arc::new(config),
             clients: Arc::new(Mutex::new(HashMap::new())),
             round_robin: Arc::new(AtomicU64::new(0)),
+            filters: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -242,6 +248,30 @@ impl RocketMqService {
             None => {}
         }
         s
+    }
+
+    /// The parsed filter, from the cache when it was seen before. Invalid
+    /// expressions are not cached.
+    fn filter(
+        &self,
+        sql: bool,
+        expression: &str,
+    ) -> Result<Filter, sluice_core::filter::FilterError> {
+        let key = (sql, expression.to_string());
+        if let Some(f) = self.filters.lock().get(&key) {
+            return Ok(f.clone());
+        }
+        let parsed = if sql {
+            Filter::sql(expression)?
+        } else {
+            Filter::tags(expression)?
+        };
+        let mut cache = self.filters.lock();
+        if cache.len() >= FILTER_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, parsed.clone());
+        Ok(parsed)
     }
 
     fn pick_partition(&self, topic: &str, sys: &pb::SystemProperties) -> Result<i32, Status> {
@@ -426,10 +456,10 @@ impl MessagingService for RocketMqService {
         let (namespace, topic) = resource_name(&queue.topic);
         let filter = match req.filter_expression.as_ref() {
             None => Ok(Filter::All),
-            Some(f) => match pb::FilterType::try_from(f.r#type) {
-                Ok(pb::FilterType::Sql) => Filter::sql(&f.expression),
-                _ => Filter::tags(&f.expression),
-            },
+            Some(f) => self.filter(
+                pb::FilterType::try_from(f.r#type) == Ok(pb::FilterType::Sql),
+                &f.expression,
+            ),
         };
         let filter = match filter {
             Ok(f) => f,
@@ -609,7 +639,9 @@ impl MessagingService for RocketMqService {
             Ok(_) => ok(),
             Err(e) => from_error(&e),
         };
-        Ok(Response::new(pb::EndTransactionResponse { status: Some(s) }))
+        Ok(Response::new(pb::EndTransactionResponse {
+            status: Some(s),
+        }))
     }
 
     type TelemetryStream = BoxStream<pb::TelemetryCommand>;

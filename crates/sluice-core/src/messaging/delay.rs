@@ -145,7 +145,8 @@ impl DelayStore {
                             }
                         }
                         Some(KEY_COMMITTED) => {
-                            committed.extend(decode_offsets(r.value.as_deref().unwrap_or_default()));
+                            committed
+                                .extend(decode_offsets(r.value.as_deref().unwrap_or_default()));
                         }
                         Some(KEY_INTENT) => {
                             if let Some(u) = decode_intent(r.value.as_deref().unwrap_or_default()) {
@@ -385,7 +386,12 @@ impl DelayStore {
     }
 
     /// Rolls a half message back (it is never delivered).
-    pub(crate) fn rollback(&self, topic: &str, entry: i64, now_ms: i64) -> Result<String, CoreError> {
+    pub(crate) fn rollback(
+        &self,
+        topic: &str,
+        entry: i64,
+        now_ms: i64,
+    ) -> Result<String, CoreError> {
         self.half(topic, entry)?;
         let message = self.read_entry(entry)?;
         self.append_marker(KEY_RECALLED, &encode_offsets(&[entry]), now_ms)?;
@@ -534,7 +540,10 @@ mod tests {
         let c = store.schedule("t", 0, &m, HALF, 0).unwrap();
         assert_eq!(store.next_due(), None);
         assert!(store.due(i64::MAX - 1, 10).unwrap().is_empty());
-        assert!(store.recall("t", a, 0).is_err(), "recall is for delayed messages");
+        assert!(
+            store.recall("t", a, 0).is_err(),
+            "recall is for delayed messages"
+        );
         assert!(store.commit("u", a, 0).is_err(), "another topic");
         assert_eq!(store.commit("t", a, 5).unwrap(), "tx-1");
         assert!(store.commit("t", a, 5).is_err(), "committed twice");

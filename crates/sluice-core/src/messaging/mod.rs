@@ -268,10 +268,12 @@ impl Messaging {
             }
         })
         .await
-        .map_err(|e| CoreError::Storage(sluice_storage::StorageError::Io {
-            path: self.inner.broker.config().data_dir.clone(),
-            source: std::io::Error::other(e),
-        }))??;
+        .map_err(|e| {
+            CoreError::Storage(sluice_storage::StorageError::Io {
+                path: self.inner.broker.config().data_dir.clone(),
+                source: std::io::Error::other(e),
+            })
+        })??;
         self.inner.checks.lock().remove(&entry);
         if commit {
             self.inner.delay_wake.notify_one();
@@ -305,16 +307,22 @@ impl Messaging {
             }
         }
         for (entry, topic) in expired {
-            match self.end_transaction(&topic, &format!("{entry:x}"), false).await {
+            match self
+                .end_transaction(&topic, &format!("{entry:x}"), false)
+                .await
+            {
                 Ok(id) => tracing::warn!(topic = %topic, message_id = %id,
                     "rolled back a half message: no producer resolved it"),
-                Err(e) => tracing::error!(topic = %topic, error = %e, "rolling back a half message failed"),
+                Err(e) => {
+                    tracing::error!(topic = %topic, error = %e, "rolling back a half message failed")
+                }
             }
         }
         let mut out = Vec::new();
         for (entry, topic, check) in due {
             let this = self.clone();
-            let read = tokio::task::spawn_blocking(move || this.inner.delay.half_message(entry)).await;
+            let read =
+                tokio::task::spawn_blocking(move || this.inner.delay.half_message(entry)).await;
             let Ok(Ok(message)) = read else { continue };
             let partition = self.inner.delay.partition_of(entry).unwrap_or(0);
             out.push(TransactionCheck {
