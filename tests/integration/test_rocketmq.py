@@ -39,6 +39,7 @@ import math
 import os
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -63,7 +64,7 @@ from rocketmq.v5.exception import (
 )
 from rocketmq.v5.util import MessageIdCodec, Signature
 
-from conftest import create_topic
+from conftest import create_topic, sluice_bin
 
 # gRPC deadline of every unary call the client makes (ClientConfiguration.request_timeout);
 # generous for a debug build on a 2-core machine.
@@ -639,6 +640,28 @@ def test_unacked_message_is_redelivered_then_dead_lettered_after_max_delivery_at
     dead = only(receive_count(reader, dlq, 1, 30), dlq)
     assert_same_message(dead, msg, receipt.message_id)
     reader.ack(dead)
+
+    # The CLI lists, shows and re-sends it; a new group of the original topic gets it.
+    def cli(*args: str) -> str:
+        done = subprocess.run([str(sluice_bin()), "dlq", *args, "--bootstrap", broker.bootstrap, "--json"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"sluice dlq {args}: {done.stderr}"
+        return done.stdout
+    listed = json.loads(cli("list"))
+    assert {"group": group, "topic": dlq, "messages": 1} in listed, listed
+    shown = [json.loads(line) for line in cli("show", group).splitlines()]
+    assert len(shown) == 1, shown
+    assert shown[0]["message_id"] == receipt.message_id
+    assert shown[0]["origin_topic"] == topic and shown[0]["attempts"] == "2", shown
+    assert shown[0]["tag"] == "TagD" and shown[0]["keys"] == ["dlq-key"], shown
+    assert shown[0]["properties"] == {"origin": "dead-letter-test", "n": "1"}, shown
+    cli("resend", group, "--offset", str(shown[0]["offset"]))
+    again = rmq.simple(broker, new_group("after-resend"), {topic: FilterExpression()})
+    resent = [m for m in receive_count(again, topic, 2, 30) if m.message_id == receipt.message_id]
+    assert len(resent) == 2, "the original and the re-sent copy"
+    for m in resent:
+        assert_same_message(m, msg, receipt.message_id)
+        again.ack(m)
 
 
 def test_change_invisible_duration_extends_and_shortens_and_its_new_handle_acks(rbroker, topic, rmq):

@@ -486,6 +486,28 @@ fn progress(
         .collect()
 }
 
+/// A fetch of the given partitions from the given offsets, with the default limits.
+pub fn simple_fetch_request(
+    topic: &str,
+    topic_id: uuid::Uuid,
+    offsets: &BTreeMap<i32, i64>,
+    wait_ms: u64,
+) -> FetchRequest {
+    let positions = offsets
+        .iter()
+        .map(|(p, o)| {
+            (
+                *p,
+                Position {
+                    offset: *o,
+                    partition_bytes_max: PARTITION_FETCH_BYTES,
+                },
+            )
+        })
+        .collect();
+    fetch_request(topic, topic_id, &positions, wait_ms)
+}
+
 fn fetch_request(
     topic: &str,
     topic_id: uuid::Uuid,

@@ -2,6 +2,7 @@
 
 mod client;
 mod consume;
+mod dlq;
 mod group;
 mod group_member;
 mod metadata;
@@ -50,6 +51,15 @@ pub enum Command {
         #[command(subcommand)]
         action: group::GroupCommand,
     },
+    /// List, show and re-send messages in consumer groups' dead-letter topics.
+    Dlq {
+        /// Connection and output options.
+        #[command(flatten)]
+        common: CommonArgs,
+        /// What to do.
+        #[command(subcommand)]
+        action: dlq::DlqCommand,
+    },
     /// Send lines read from standard input as records.
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
@@ -61,6 +71,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Topic { common, action } => topic::run(&common, action).await,
         Command::Group { common, action } => group::run(&common, action).await,
+        Command::Dlq { common, action } => dlq::run(&common, action).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
     }
