@@ -59,7 +59,7 @@ trap cleanup EXIT
 
 log "starting the broker on 127.0.0.1:$KAFKA_PORT (data in $DATA)"
 "$SLUICE" serve --data-dir "$DATA" \
-    --kafka-listen "127.0.0.1:$KAFKA_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
+    --kafka-listen "127.0.0.1:$KAFKA_PORT" --http-listen "127.0.0.1:$HTTP_PORT" --grpc-listen 127.0.0.1:0 \
     --log-level warn >"$OUT/broker.log" 2>&1 &
 BROKER_PID=$!
 for _ in $(seq 100); do

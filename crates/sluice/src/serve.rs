@@ -12,6 +12,8 @@ use crate::config::ServeArgs;
 
 /// Threads for blocking storage work (fsyncs of `always` topics, compaction).
 const BLOCKING_THREADS_MAX: usize = 64;
+/// How long shutdown waits for RocketMQ clients' open streams to end.
+const GRPC_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs the broker until SIGINT or SIGTERM, then flushes every log and returns.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -118,8 +120,12 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
     broker.begin_shutdown();
     let _ = stop_tx.send(true);
     let _ = kafka.await;
-    if let Ok(Err(e)) = grpc.await {
-        tracing::error!(error = %e, "RocketMQ listener failed");
+    // gRPC's graceful shutdown waits for open streams, and a client's Telemetry
+    // stream stays open as long as the client lives: give them a moment, then go on.
+    match tokio::time::timeout(GRPC_DRAIN, grpc).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "RocketMQ listener failed"),
+        Ok(_) => {}
+        Err(_) => tracing::info!("RocketMQ clients still connected; closing their streams"),
     }
     let _ = messaging_task.await;
     let _ = http.await;

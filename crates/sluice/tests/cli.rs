@@ -62,6 +62,7 @@ impl Broker {
             .args(["serve", "--data-dir"])
             .arg(data_dir.path().join("data"))
             .args(["--kafka-listen", &addr, "--http-listen", "127.0.0.1:0"])
+            .args(["--grpc-listen", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -38,6 +38,8 @@ fn start() -> Server {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--http-listen")
         .arg("127.0.0.1:0")
+        .arg("--grpc-listen")
+        .arg("127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -146,6 +146,22 @@ impl Messaging {
         })
     }
 
+    /// Runs delay-log work (file I/O, fsyncs) on a blocking thread.
+    async fn on_delay_log<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&DelayStore) -> Result<T, CoreError> + Send + 'static,
+    ) -> Result<T, CoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || work(&this.inner.delay))
+            .await
+            .map_err(|e| {
+                CoreError::Storage(sluice_storage::StorageError::Io {
+                    path: self.inner.broker.config().data_dir.clone(),
+                    source: std::io::Error::other(e),
+                })
+            })?
+    }
+
     /// The settings in force.
     pub fn config(&self) -> &MessagingConfig {
         &self.inner.config
@@ -207,20 +223,12 @@ impl Messaging {
         // The target must exist now; a topic deleted before the delivery time
         // drops the message then (logged).
         self.inner.broker.partition_offsets(topic, partition)?;
-        let this = self.clone();
         let (topic_owned, message) = (topic.to_string(), message.clone());
-        let entry = tokio::task::spawn_blocking(move || {
-            this.inner
-                .delay
-                .schedule(&topic_owned, partition, &message, deliver_at, now_ms())
-        })
-        .await
-        .map_err(|e| {
-            CoreError::Storage(sluice_storage::StorageError::Io {
-                path: self.inner.broker.config().data_dir.clone(),
-                source: std::io::Error::other(e),
+        let entry = self
+            .on_delay_log(move |d| {
+                d.schedule(&topic_owned, partition, &message, deliver_at, now_ms())
             })
-        })??;
+            .await?;
         self.inner.delay_wake.notify_one();
         Ok(Sent {
             partition,
@@ -258,22 +266,16 @@ impl Messaging {
     ) -> Result<String, CoreError> {
         let entry = i64::from_str_radix(transaction_id, 16)
             .map_err(|_| CoreError::UnknownTransaction(transaction_id.to_string()))?;
-        let this = self.clone();
         let topic = topic.to_string();
-        let id = tokio::task::spawn_blocking(move || {
-            if commit {
-                this.inner.delay.commit(&topic, entry, now_ms())
-            } else {
-                this.inner.delay.rollback(&topic, entry, now_ms())
-            }
-        })
-        .await
-        .map_err(|e| {
-            CoreError::Storage(sluice_storage::StorageError::Io {
-                path: self.inner.broker.config().data_dir.clone(),
-                source: std::io::Error::other(e),
+        let id = self
+            .on_delay_log(move |d| {
+                if commit {
+                    d.commit(&topic, entry, now_ms())
+                } else {
+                    d.rollback(&topic, entry, now_ms())
+                }
             })
-        })??;
+            .await?;
         self.inner.checks.lock().remove(&entry);
         if commit {
             self.inner.delay_wake.notify_one();
@@ -320,10 +322,8 @@ impl Messaging {
         }
         let mut out = Vec::new();
         for (entry, topic, check) in due {
-            let this = self.clone();
-            let read =
-                tokio::task::spawn_blocking(move || this.inner.delay.half_message(entry)).await;
-            let Ok(Ok(message)) = read else { continue };
+            let read = self.on_delay_log(move |d| d.half_message(entry)).await;
+            let Ok(message) = read else { continue };
             let partition = self.inner.delay.partition_of(entry).unwrap_or(0);
             out.push(TransactionCheck {
                 transaction_id: format!("{entry:x}"),
@@ -341,16 +341,9 @@ impl Messaging {
         let entry = i64::from_str_radix(recall_handle, 16).map_err(|_| {
             CoreError::MessageNotFound(format!("malformed recall handle {recall_handle:?}"))
         })?;
-        let this = self.clone();
         let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || this.inner.delay.recall(&topic, entry, now_ms()))
+        self.on_delay_log(move |d| d.recall(&topic, entry, now_ms()))
             .await
-            .map_err(|e| {
-                CoreError::Storage(sluice_storage::StorageError::Io {
-                    path: self.inner.broker.config().data_dir.clone(),
-                    source: std::io::Error::other(e),
-                })
-            })?
     }
 
     /// Delayed messages waiting for their time.
@@ -541,17 +534,9 @@ impl Messaging {
     /// One delivery round (see [`delay`]).
     async fn deliver_due(&self) -> Result<(), CoreError> {
         let broker = &self.inner.broker;
-        let this = self.clone();
-        let blocking = |e: tokio::task::JoinError| {
-            CoreError::Storage(sluice_storage::StorageError::Io {
-                path: broker.config().data_dir.clone(),
-                source: std::io::Error::other(e),
-            })
-        };
-        let due =
-            tokio::task::spawn_blocking(move || this.inner.delay.due(now_ms(), DELAY_ROUND_MAX))
-                .await
-                .map_err(blocking)??;
+        let due = self
+            .on_delay_log(|d| d.due(now_ms(), DELAY_ROUND_MAX))
+            .await?;
         if due.is_empty() {
             return Ok(());
         }
@@ -568,11 +553,9 @@ impl Messaging {
             }
         }
         let entries: Vec<i64> = due.iter().map(|d| d.pending.entry).collect();
-        let this = self.clone();
         let (e2, ends2) = (entries.clone(), ends.clone());
-        tokio::task::spawn_blocking(move || this.inner.delay.begin_round(&e2, &ends2, now_ms()))
-            .await
-            .map_err(blocking)??;
+        self.on_delay_log(move |d| d.begin_round(&e2, &ends2, now_ms()))
+            .await?;
         let mut settled = Vec::new();
         let mut failure = None;
         for d in due {
@@ -599,10 +582,8 @@ impl Messaging {
                 }
             }
         }
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.inner.delay.settle(&settled, now_ms()))
-            .await
-            .map_err(blocking)??;
+        self.on_delay_log(move |d| d.settle(&settled, now_ms()))
+            .await?;
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
@@ -658,12 +639,7 @@ fn find_delivered(
     while offset < end {
         let read = broker.read(topic, partition, offset, 1 << 20)?;
         let Some(slice) = read.records else { break };
-        let bytes = slice.read_bytes().map_err(|e| {
-            CoreError::Storage(sluice_storage::StorageError::Io {
-                path: std::path::PathBuf::from(topic),
-                source: e,
-            })
-        })?;
+        let bytes = shared::slice_bytes(&slice, topic)?;
         let before = offset;
         let mut at = 0;
         while let Ok(h) = sluice_storage::BatchHeader::parse(&bytes[at..]) {

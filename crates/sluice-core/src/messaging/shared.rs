@@ -171,6 +171,16 @@ impl SharedSubscriptions {
         self.queues.lock().entry(key.clone()).or_default().clone()
     }
 
+    /// Every queue's state, taken out of the map so the map's lock is not held
+    /// while each queue is visited.
+    fn all_queues(&self) -> Vec<(QueueKey, Arc<Mutex<Queue>>)> {
+        self.queues
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     fn existing_queue(&self, key: &QueueKey) -> Option<Arc<Mutex<Queue>>> {
         self.queues.lock().get(key).cloned()
     }
@@ -227,6 +237,10 @@ impl SharedSubscriptions {
     ) -> Result<Option<i64>, CoreError> {
         let (topic, partition) = (&key.1, key.2);
         let (log_start, high_watermark) = broker.partition_offsets(topic, partition)?;
+        if q.loaded && q.next > high_watermark {
+            // The topic was deleted and made again: this state is of the old one.
+            *q = Queue::default();
+        }
         if !q.loaded {
             let committed = broker
                 .committed_offsets(&key.0)
@@ -313,12 +327,7 @@ impl SharedSubscriptions {
             let Some(slice) = read.records else {
                 break;
             };
-            let bytes = slice.read_bytes().map_err(|e| {
-                CoreError::Storage(sluice_storage::StorageError::Io {
-                    path: std::path::PathBuf::from(topic),
-                    source: e,
-                })
-            })?;
+            let bytes = slice_bytes(&slice, topic)?;
             let mut at = 0usize;
             let mut progressed = false;
             while at < bytes.len() {
@@ -506,12 +515,7 @@ impl SharedSubscriptions {
     /// whose consumers stopped asking).
     pub(crate) fn sweep_dead(&self, config: &MessagingConfig) -> Vec<DeadLetter> {
         let now = now_ms();
-        let queues: Vec<(QueueKey, Arc<Mutex<Queue>>)> = self
-            .queues
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let queues = self.all_queues();
         let mut dead = Vec::new();
         for (key, queue) in queues {
             let mut q = queue.lock();
@@ -534,12 +538,7 @@ impl SharedSubscriptions {
     /// Floors that moved since they were last committed: (group, topic,
     /// partition, floor). The caller commits them and reports back.
     pub(crate) fn floors_to_commit(&self) -> Vec<(QueueKey, i64)> {
-        let queues: Vec<(QueueKey, Arc<Mutex<Queue>>)> = self
-            .queues
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let queues = self.all_queues();
         let mut out = Vec::new();
         for (key, queue) in queues {
             let mut q = queue.lock();
@@ -561,6 +560,19 @@ impl SharedSubscriptions {
     }
 }
 
+/// The bytes of a read, with a failure named after the topic.
+pub(crate) fn slice_bytes(
+    slice: &sluice_storage::FileSlice,
+    topic: &str,
+) -> Result<bytes::Bytes, CoreError> {
+    slice.read_bytes().map_err(|e| {
+        CoreError::Storage(sluice_storage::StorageError::Io {
+            path: std::path::PathBuf::from(topic),
+            source: e,
+        })
+    })
+}
+
 /// The message stored at `offset`, if the log still has it.
 pub(crate) fn read_message(
     broker: &Broker,
@@ -576,12 +588,7 @@ pub(crate) fn read_message(
     let Some(slice) = read.records else {
         return Ok(None);
     };
-    let bytes = slice.read_bytes().map_err(|e| {
-        CoreError::Storage(sluice_storage::StorageError::Io {
-            path: std::path::PathBuf::from(topic),
-            source: e,
-        })
-    })?;
+    let bytes = slice_bytes(&slice, topic)?;
     let mut at = 0usize;
     while at < bytes.len() {
         let header = sluice_storage::BatchHeader::parse(&bytes[at..])?;
