@@ -288,9 +288,7 @@ impl RocketMqService {
         }
         if let Some(group) = &sys.message_group {
             // Messages of one group share a partition, which keeps their order.
-            let h = group.bytes().fold(0x811c_9dc5u32, |h, b| {
-                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-            });
+            let h = sluice_core::filter::tag_hash(group);
             return Ok((h % count as u32) as i32);
         }
         Ok((self.round_robin.fetch_add(1, Ordering::Relaxed) % count as u64) as i32)

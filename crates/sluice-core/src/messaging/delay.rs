@@ -274,6 +274,7 @@ impl DelayStore {
     }
 
     /// Number of pending messages.
+    #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
         self.queue.lock().len()
     }
@@ -399,18 +400,12 @@ impl DelayStore {
         Ok(message.message_id)
     }
 
-    /// The target partition of a pending entry.
-    pub(crate) fn partition_of(&self, entry: i64) -> Option<i32> {
-        let at = *self.by_entry.lock().get(&entry)?;
-        self.queue.lock().get(&(at, entry)).map(|p| p.partition)
-    }
-
-    /// Every uncommitted half message: (entry, topic).
-    pub(crate) fn halves(&self) -> Vec<(i64, String)> {
+    /// Every uncommitted half message: (entry, topic, partition).
+    pub(crate) fn halves(&self) -> Vec<(i64, String, i32)> {
         self.queue
             .lock()
             .range((HALF, i64::MIN)..)
-            .map(|(k, p)| (k.1, p.topic.clone()))
+            .map(|(k, p)| (k.1, p.topic.clone(), p.partition))
             .collect()
     }
 
@@ -548,10 +543,10 @@ mod tests {
         assert_eq!(store.commit("t", a, 5).unwrap(), "tx-1");
         assert!(store.commit("t", a, 5).is_err(), "committed twice");
         store.rollback("t", b, 5).unwrap();
-        assert_eq!(store.halves(), vec![(c, "t".to_string())]);
+        assert_eq!(store.halves(), vec![(c, "t".to_string(), 0)]);
         drop(store);
         let (store, _) = DelayStore::open(dir.path(), 100, 0).unwrap();
-        assert_eq!(store.halves(), vec![(c, "t".to_string())]);
+        assert_eq!(store.halves(), vec![(c, "t".to_string(), 0)]);
         let due = store.due(10, 10).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].pending.entry, a);

@@ -218,18 +218,11 @@ impl StoredMessage {
         }
         format!(
             "SLUICE{:08X}{:08X}{:016X}",
-            fnv32(self.topic.as_bytes()),
+            crate::filter::tag_hash(&self.topic),
             self.partition,
             self.offset
         )
     }
-}
-
-/// FNV-1a, 32 bits: a stable hash for derived ids.
-fn fnv32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
 }
 
 /// The messages of one stored batch, in offset order. A batch that does not

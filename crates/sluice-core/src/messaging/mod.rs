@@ -293,8 +293,9 @@ impl Messaging {
         let mut expired = Vec::new();
         {
             let mut checks = self.inner.checks.lock();
-            checks.retain(|entry, _| halves.iter().any(|(e, _)| e == entry));
-            for (entry, topic) in &halves {
+            let live: std::collections::HashSet<i64> = halves.iter().map(|h| h.0).collect();
+            checks.retain(|entry, _| live.contains(entry));
+            for (entry, topic, partition) in &halves {
                 let state = checks.entry(*entry).or_insert((now + interval, 0));
                 if state.0 > now {
                     continue;
@@ -305,7 +306,7 @@ impl Messaging {
                 }
                 state.0 = now + interval;
                 state.1 += 1;
-                due.push((*entry, topic.clone(), state.1));
+                due.push((*entry, topic.clone(), *partition, state.1));
             }
         }
         for (entry, topic) in expired {
@@ -321,10 +322,9 @@ impl Messaging {
             }
         }
         let mut out = Vec::new();
-        for (entry, topic, check) in due {
+        for (entry, topic, partition, check) in due {
             let read = self.on_delay_log(move |d| d.half_message(entry)).await;
             let Ok(message) = read else { continue };
-            let partition = self.inner.delay.partition_of(entry).unwrap_or(0);
             out.push(TransactionCheck {
                 transaction_id: format!("{entry:x}"),
                 topic,
@@ -344,11 +344,6 @@ impl Messaging {
         let topic = topic.to_string();
         self.on_delay_log(move |d| d.recall(&topic, entry, now_ms()))
             .await
-    }
-
-    /// Delayed messages waiting for their time.
-    pub fn delayed_pending(&self) -> usize {
-        self.inner.delay.pending()
     }
 
     /// Takes up to `req.max_messages` messages for the group, waiting up to
@@ -383,8 +378,9 @@ impl Messaging {
                 .inner
                 .shared
                 .take(broker, &self.inner.config, &req, &partitions)?;
-            for d in dead {
-                self.dead_letter(d).await;
+            for d in &dead {
+                // A failure is logged and the message stays deliverable.
+                let _ = self.dead_letter(d).await;
             }
             if !out.is_empty() {
                 return Ok(out);
@@ -436,18 +432,19 @@ impl Messaging {
             .inner
             .shared
             .begin_dead_letter(group, topic, receipt_handle)?;
-        let result = self.move_to_dead_letter(&dead).await;
-        self.inner.shared.finish_dead_letter(&dead, result.is_ok());
-        result
+        self.dead_letter(&dead).await
     }
 
-    async fn dead_letter(&self, dead: DeadLetter) {
-        let result = self.move_to_dead_letter(&dead).await;
+    /// Moves a message whose delivery is marked dead, then settles it, or on
+    /// failure (logged) makes it deliverable again.
+    async fn dead_letter(&self, dead: &DeadLetter) -> Result<(), CoreError> {
+        let result = self.move_to_dead_letter(dead).await;
         if let Err(e) = &result {
             tracing::error!(group = %dead.key.0, topic = %dead.key.1, partition = dead.key.2,
                 offset = dead.offset, error = %e, "moving a message to its dead-letter topic failed");
         }
-        self.inner.shared.finish_dead_letter(&dead, result.is_ok());
+        self.inner.shared.finish_dead_letter(dead, result.is_ok());
+        result
     }
 
     /// Appends the message to `%DLQ%<group>` with its properties and where it
@@ -503,8 +500,8 @@ impl Messaging {
                 _ = &mut shutdown => break,
                 _ = timer.tick() => {}
             }
-            for d in self.inner.shared.sweep_dead(&self.inner.config) {
-                self.dead_letter(d).await;
+            for d in &self.inner.shared.sweep_dead(&self.inner.config) {
+                let _ = self.dead_letter(d).await;
             }
             self.commit_floors().await;
         }
@@ -616,7 +613,8 @@ impl Messaging {
                 .await;
             if let Err(e) = result {
                 tracing::warn!(group, error = %e, "committing shared-subscription progress failed");
-                self.inner.shared.commit_failed(&floors);
+                let failed: Vec<_> = floors.iter().filter(|f| f.0 .0 == group).cloned().collect();
+                self.inner.shared.commit_failed(&failed);
             }
         }
     }

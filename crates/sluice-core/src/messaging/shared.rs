@@ -103,6 +103,25 @@ struct Entry {
     message_group: Option<String>,
 }
 
+impl Entry {
+    /// Ends a delivery whose invisible time is over: the message is ready again,
+    /// or, with its attempts used up, becomes dead (true).
+    fn expire(&mut self, now: i64, max_attempts: u32) -> bool {
+        let EntryState::InFlight { until, .. } = self.state else {
+            return false;
+        };
+        if until > now {
+            return false;
+        }
+        if self.attempts >= max_attempts {
+            self.state = EntryState::Dead;
+            return true;
+        }
+        self.state = EntryState::Ready { at: until };
+        false
+    }
+}
+
 #[derive(Debug, Default)]
 struct Queue {
     loaded: bool,
@@ -199,32 +218,26 @@ impl SharedSubscriptions {
         req: &ReceiveRequest,
         partitions: &[i32],
     ) -> Result<Taken, CoreError> {
-        let mut out = Vec::new();
-        let mut wake: Option<i64> = None;
-        let mut dead = Vec::new();
+        let mut taken = Taken {
+            deliveries: Vec::new(),
+            wake: None,
+            dead: Vec::new(),
+        };
         let start = self.rotation.fetch_add(1, Ordering::Relaxed) as usize;
         for i in 0..partitions.len() {
-            if out.len() >= req.max_messages {
+            if taken.deliveries.len() >= req.max_messages {
                 break;
             }
             let p = partitions[(start + i) % partitions.len()];
             let key = (req.group.clone(), req.topic.clone(), p);
             let queue = self.queue(&key);
             let mut q = queue.lock();
-            let w = self.take_from(broker, config, req, &key, &mut q, &mut out, &mut dead)?;
-            wake = match (wake, w) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            self.take_from(broker, config, req, &key, &mut q, &mut taken)?;
         }
-        Ok(Taken {
-            deliveries: out,
-            wake,
-            dead,
-        })
+        Ok(taken)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Adds what one partition has ready to `taken`.
     fn take_from(
         &self,
         broker: &Broker,
@@ -232,9 +245,8 @@ impl SharedSubscriptions {
         req: &ReceiveRequest,
         key: &QueueKey,
         q: &mut Queue,
-        out: &mut Vec<Delivery>,
-        dead: &mut Vec<DeadLetter>,
-    ) -> Result<Option<i64>, CoreError> {
+        taken: &mut Taken,
+    ) -> Result<(), CoreError> {
         let (topic, partition) = (&key.1, key.2);
         let (log_start, high_watermark) = broker.partition_offsets(topic, partition)?;
         if q.loaded && q.next > high_watermark {
@@ -261,25 +273,20 @@ impl SharedSubscriptions {
         }
         let now = now_ms();
         let invisible_ms = i64::try_from(req.invisible.as_millis()).unwrap_or(i64::MAX);
-        let mut wake: Option<i64> = None;
-        let mut soonest = |t: i64| wake = Some(wake.map_or(t, |w: i64| w.min(t)));
+        let wake = &mut taken.wake;
+        let mut soonest = |t: i64| *wake = Some(wake.map_or(t, |w: i64| w.min(t)));
+        let out = &mut taken.deliveries;
+        let dead = &mut taken.dead;
         // Groups with an earlier unsettled message: FIFO order holds per group.
         let mut blocked: HashSet<String> = HashSet::new();
         let mut redeliver = Vec::new();
         for (&offset, entry) in q.entries.iter_mut() {
-            if let EntryState::InFlight { until, .. } = entry.state {
-                if until <= now {
-                    if entry.attempts >= config.max_delivery_attempts {
-                        entry.state = EntryState::Dead;
-                        dead.push(DeadLetter {
-                            key: key.clone(),
-                            offset,
-                            attempts: entry.attempts,
-                        });
-                    } else {
-                        entry.state = EntryState::Ready { at: until };
-                    }
-                }
+            if entry.expire(now, config.max_delivery_attempts) {
+                dead.push(DeadLetter {
+                    key: key.clone(),
+                    offset,
+                    attempts: entry.attempts,
+                });
             }
             let group_blocked = entry
                 .message_group
@@ -389,7 +396,7 @@ impl SharedSubscriptions {
             }
         }
         q.advance_floor();
-        Ok(wake)
+        Ok(())
     }
 
     fn hand_out(
@@ -520,15 +527,12 @@ impl SharedSubscriptions {
         for (key, queue) in queues {
             let mut q = queue.lock();
             for (&offset, entry) in q.entries.iter_mut() {
-                if let EntryState::InFlight { until, .. } = entry.state {
-                    if until <= now && entry.attempts >= config.max_delivery_attempts {
-                        entry.state = EntryState::Dead;
-                        dead.push(DeadLetter {
-                            key: key.clone(),
-                            offset,
-                            attempts: entry.attempts,
-                        });
-                    }
+                if entry.expire(now, config.max_delivery_attempts) {
+                    dead.push(DeadLetter {
+                        key: key.clone(),
+                        offset,
+                        attempts: entry.attempts,
+                    });
                 }
             }
         }
