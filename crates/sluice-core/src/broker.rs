@@ -12,8 +12,8 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use sluice_cluster::{NodeId, PartitionReplica};
 use sluice_storage::{
-    BatchError, Durability, FileSlice, FlushPolicy, LogConfig, ReadOutcome, StorageError,
-    VerifiedBatches,
+    BatchError, BatchHeader, Durability, FileSlice, FlushPolicy, LogConfig, ReadOutcome,
+    StorageError, VerifiedBatches,
 };
 use tokio::sync::watch;
 
@@ -96,6 +96,48 @@ pub struct Produced {
     pub durability: Durability,
     /// The batch had been stored before (an idempotent producer's retry).
     pub duplicate: bool,
+}
+
+/// Records verified by [`Broker::check_produce`], not yet stored.
+pub struct CheckedProduce<'a> {
+    part: Arc<Partition>,
+    flush: FlushPolicy,
+    verified: VerifiedBatches<'a>,
+    delivery_time: bool,
+}
+
+impl CheckedProduce<'_> {
+    /// Whether a record carries a delivery-time header (`sluice-deliver-at` or
+    /// `sluice-delay-level`), so the records must go through the delay
+    /// scheduler instead of straight into the log.
+    pub fn has_delivery_time(&self) -> bool {
+        self.delivery_time
+    }
+}
+
+/// What [`Broker::divert_checked`] decided.
+pub enum Diverted {
+    /// New batches, counted as taken; store them elsewhere, or undo.
+    Taken(DivertedBatches),
+    /// An idempotent producer's retry of batches taken before.
+    Duplicate { base_offset: i64 },
+}
+
+/// Batches counted as taken by their idempotent producer but stored elsewhere.
+pub struct DivertedBatches {
+    part: Arc<Partition>,
+    headers: Vec<BatchHeader>,
+}
+
+impl DivertedBatches {
+    /// Undoes the count after the records could not be stored, so that the
+    /// producer's retry is taken as new rather than as a duplicate.
+    pub fn undo(self) {
+        let mut producers = self.part.producers.lock();
+        for header in &self.headers {
+            producers.forget(header);
+        }
+    }
 }
 
 /// Records appended by [`Broker::produce_append`], not yet acknowledged.
@@ -781,14 +823,40 @@ impl Broker {
         partition: i32,
         records: &[u8],
     ) -> Result<AppendedProduce, CoreError> {
+        let checked = self.check_produce(topic, partition, records)?;
+        self.append_checked(checked)
+    }
+
+    /// Verifies records for a partition (made when the topic is missing and its
+    /// name valid) without storing anything: format, CRCs, sizes, every record.
+    /// Notes each batch's tag summary and whether any record asks for a later
+    /// delivery time (header `sluice-deliver-at` or `sluice-delay-level`).
+    pub fn check_produce<'a>(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &'a [u8],
+    ) -> Result<CheckedProduce<'a>, CoreError> {
         if self.get_topic(topic).is_none() {
             validate_topic_name(topic)?;
             self.ensure_topic(topic)?;
         }
         let part = self.get_partition(topic, partition)?;
-        let log = part.replica.log();
-        let config = log.config();
-        let verified = VerifiedBatches::new(records, config.max_message_bytes)?;
+        let config = part.replica.log().config();
+        let mut delivery_time = false;
+        let verified =
+            VerifiedBatches::summarized(records, config.max_message_bytes, &mut |key, value| {
+                match key {
+                    b"sluice-tag" => value.map_or(0, |v| {
+                        crate::filter::tag_summary_bit(&String::from_utf8_lossy(v))
+                    }),
+                    b"sluice-deliver-at" | b"sluice-delay-level" => {
+                        delivery_time = true;
+                        0
+                    }
+                    _ => 0,
+                }
+            })?;
         if verified.headers().len() > 1 && verified.headers().iter().any(|h| h.has_producer_id()) {
             // Sequence checks work batch by batch per request, as clients send them;
             // Kafka refuses several batches of one producer in one request too.
@@ -797,6 +865,27 @@ impl Broker {
                 reason: "an idempotent producer must send one batch per partition per request",
             }));
         }
+        Ok(CheckedProduce {
+            part,
+            flush: config.flush,
+            verified,
+            delivery_time,
+        })
+    }
+
+    /// The second half of [`Broker::produce_append`]: de-duplicates idempotent
+    /// producers' retries and appends.
+    pub fn append_checked(
+        &self,
+        checked: CheckedProduce<'_>,
+    ) -> Result<AppendedProduce, CoreError> {
+        let CheckedProduce {
+            part,
+            flush,
+            verified,
+            ..
+        } = checked;
+        let log = part.replica.log();
         let now = now_ms();
         let appended_seq;
         let (result, duplicate) = {
@@ -832,7 +921,7 @@ impl Broker {
         };
         // A duplicate's original append may itself still await its fsync: wait
         // for everything written so far.
-        let fsync_through = (config.flush == FlushPolicy::Always).then_some(appended_seq);
+        let fsync_through = (flush == FlushPolicy::Always).then_some(appended_seq);
         Ok(AppendedProduce {
             fsync_through,
             produced: Produced {
@@ -844,6 +933,50 @@ impl Broker {
             },
             part,
         })
+    }
+
+    /// For records that are stored elsewhere instead of being appended (delayed
+    /// ones): runs the idempotent producer's sequence check and counts the
+    /// batch as taken, so the producer's next batch is in order. A retry of a
+    /// batch taken before is [`Diverted::Duplicate`]: nothing must be stored
+    /// again.
+    pub fn divert_checked(&self, checked: CheckedProduce<'_>) -> Result<Diverted, CoreError> {
+        let mut producers = checked.part.producers.lock();
+        for header in checked.verified.headers() {
+            if let SequenceCheck::Duplicate { base_offset, .. } = producers.check(header)? {
+                return Ok(Diverted::Duplicate { base_offset });
+            }
+        }
+        let mut headers = Vec::with_capacity(checked.verified.headers().len());
+        for header in checked.verified.headers() {
+            let mut taken = *header;
+            // Not in the log: a retry is answered with offset -1.
+            taken.base_offset = -1;
+            producers.record(&taken);
+            headers.push(taken);
+        }
+        drop(producers);
+        Ok(Diverted::Taken(DivertedBatches {
+            part: checked.part,
+            headers,
+        }))
+    }
+
+    /// Tag summaries of the batches that start in `[from, to)` of a partition,
+    /// as (base offset, summary), at most `max`: the OR of
+    /// [`crate::filter::tag_summary_bit`] over each batch's tagged records. A
+    /// batch left out has no summary (stored before a crash lost it) and must
+    /// be decoded to know its tags.
+    pub fn batch_summaries(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+        max: usize,
+    ) -> Result<Vec<(i64, u64)>, CoreError> {
+        let part = self.get_partition(topic, partition)?;
+        Ok(part.replica.log().summaries(from, to, max)?)
     }
 
     /// Reads stored batches from `offset`, up to `max_bytes` (at least one batch).

@@ -18,8 +18,9 @@ mod topic;
 pub mod topic_config;
 
 pub use broker::{
-    now_ms, AppendWatch, AppendedProduce, Broker, BrokerConfig, ConfigChange, OffsetQuery,
-    PartitionInfo, PartitionLag, PartitionRead, PartitionStats, ProduceSync, Produced, TopicInfo,
+    now_ms, AppendWatch, AppendedProduce, Broker, BrokerConfig, CheckedProduce, ConfigChange,
+    Diverted, DivertedBatches, OffsetQuery, PartitionInfo, PartitionLag, PartitionRead,
+    PartitionStats, ProduceSync, Produced, TopicInfo,
 };
 pub use error::CoreError;
 pub use groups::{GroupConfig, GroupDescription, GroupKind, GroupState, MemberDescription};

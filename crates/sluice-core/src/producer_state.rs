@@ -148,6 +148,21 @@ impl ProducerStates {
             last_offset: header.last_offset(),
         });
     }
+
+    /// Forgets `header`'s batch when it is its producer's newest (it was
+    /// recorded, then could not be stored), so a retry of it is not taken for a
+    /// duplicate.
+    pub fn forget(&mut self, header: &BatchHeader) {
+        if let Some(p) = self.producers.get_mut(&header.producer_id) {
+            if p.epoch == header.producer_epoch
+                && p.batches.back().is_some_and(|b| {
+                    b.first_seq == header.base_sequence && b.last_seq == header.last_sequence()
+                })
+            {
+                p.batches.pop_back();
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +217,27 @@ mod tests {
             SequenceCheck::Append
         );
         assert!(s.check(&header(7, 2, 4, 1, -1)).is_err());
+    }
+
+    #[test]
+    fn a_forgotten_batch_is_new_again() {
+        let mut s = ProducerStates::default();
+        s.record(&header(7, 0, 0, 2, 0));
+        let h = header(7, 0, 2, 1, -1);
+        s.record(&h);
+        assert!(matches!(
+            s.check(&h).unwrap(),
+            SequenceCheck::Duplicate { .. }
+        ));
+        s.forget(&h);
+        assert_eq!(s.check(&h).unwrap(), SequenceCheck::Append);
+        // Only the newest batch is forgotten.
+        s.record(&h);
+        s.forget(&header(7, 0, 0, 2, -1));
+        assert!(matches!(
+            s.check(&header(7, 0, 0, 2, -1)).unwrap(),
+            SequenceCheck::Duplicate { .. }
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::Encodable;
 use kafka_protocol::ResponseError;
+use sluice_core::messaging::Messaging;
 use sluice_core::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -60,6 +61,8 @@ impl KafkaServerConfig {
 /// What every handler can see.
 pub(crate) struct Ctx {
     pub broker: Broker,
+    /// Message-queue services over the same broker (delayed records).
+    pub messaging: Messaging,
     pub config: KafkaServerConfig,
     /// Permits are bytes of large requests being buffered.
     pub request_bytes: Arc<Semaphore>,
@@ -69,7 +72,7 @@ pub(crate) struct Ctx {
 /// accepting, lets each connection finish its current request, and returns.
 pub async fn serve(
     listener: TcpListener,
-    broker: Broker,
+    messaging: Messaging,
     config: KafkaServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -79,7 +82,8 @@ pub async fn serve(
         .max(config.frame_bytes_max)
         .min(u32::MAX as usize);
     let ctx = Arc::new(Ctx {
-        broker,
+        broker: messaging.broker().clone(),
+        messaging,
         request_bytes: Arc::new(Semaphore::new(budget_bytes)),
         config,
     });

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use sluice_core::messaging::{Messaging, MessagingConfig};
 use sluice_core::{Broker, BrokerConfig};
 use sluice_storage::batch::build_batch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,9 +33,10 @@ async fn start() -> TestBroker {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, mut rx) = tokio::sync::watch::channel(false);
+    let messaging = Messaging::open(broker, MessagingConfig::default()).unwrap();
     tokio::spawn(sluice_kafka::serve(
         listener,
-        broker,
+        messaging,
         sluice_kafka::KafkaServerConfig::new("127.0.0.1".into(), i32::from(addr.port())),
         async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -490,9 +492,10 @@ async fn start_with_groups() -> TestBroker {
     let maintenance = broker.clone();
     let maintenance_stop = stopped(rx.clone());
     tokio::spawn(async move { maintenance.run_maintenance(maintenance_stop).await });
+    let messaging = Messaging::open(broker, MessagingConfig::default()).unwrap();
     tokio::spawn(sluice_kafka::serve(
         listener,
-        broker,
+        messaging,
         sluice_kafka::KafkaServerConfig::new("127.0.0.1".into(), i32::from(addr.port())),
         stopped(rx),
     ));
@@ -689,5 +692,127 @@ async fn classic_group_fences_stale_members_and_refuses_bad_requests() {
     assert_eq!(delete_group(&mut c, "cg").await, 0);
     assert_eq!(describe_group(&mut c, "cg").await.0, "Dead");
     assert_eq!(delete_group(&mut c, "cg").await, 69);
+    let _ = b.stop.send(true);
+}
+
+/// Resource type of groups in DescribeConfigs / IncrementalAlterConfigs (Kafka 4).
+const RESOURCE_GROUP: i8 = 32;
+
+async fn describe_group_configs(c: &mut Client, g: &str) -> (i16, Vec<(String, String, i8)>) {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let req = kafka_protocol::messages::DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_GROUP)
+            .with_resource_name(StrBytes::from_string(g.to_string()))
+            .with_configuration_keys(None),
+    ]);
+    let resp = c.call(&req, 4).await;
+    let r = &resp.results[0];
+    let configs = r
+        .configs
+        .iter()
+        .map(|e| {
+            (
+                e.name.to_string(),
+                e.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                e.config_source,
+            )
+        })
+        .collect();
+    (r.error_code, configs)
+}
+
+async fn alter_group_configs(c: &mut Client, g: &str, ops: &[(&str, i8, Option<&str>)]) -> i16 {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let req =
+        kafka_protocol::messages::IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_GROUP)
+                .with_resource_name(StrBytes::from_string(g.to_string()))
+                .with_configs(
+                    ops.iter()
+                        .map(|(k, op, v)| {
+                            AlterableConfig::default()
+                                .with_name(StrBytes::from_string(k.to_string()))
+                                .with_config_operation(*op)
+                                .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
+                        })
+                        .collect(),
+                ),
+        ]);
+    c.call(&req, 1).await.responses[0].error_code
+}
+
+#[tokio::test]
+async fn group_configs_are_described_and_altered_all_or_nothing() {
+    const SET: i8 = 0;
+    const DELETE: i8 = 1;
+    const INVALID_CONFIG: i16 = 40;
+    const INVALID_GROUP_ID: i16 = 24;
+    let b = start().await;
+    let mut c = Client::connect(b.addr).await;
+
+    // Every key with its default (source DEFAULT_CONFIG = 5).
+    let (code, configs) = describe_group_configs(&mut c, "rg").await;
+    assert_eq!(code, 0);
+    let names: Vec<&str> = configs.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "consume.mode",
+            "max.delivery.attempts",
+            "retry.policy",
+            "retry.backoff.ms",
+            "retry.initial.backoff.ms",
+            "retry.max.backoff.ms",
+            "retry.backoff.multiplier"
+        ]
+    );
+    assert!(configs.iter().all(|c| c.2 == 5), "{configs:?}");
+    assert_eq!(configs[0].1, "clustering");
+
+    let ok = [
+        ("consume.mode", SET, Some("broadcast")),
+        ("max.delivery.attempts", SET, Some("3")),
+    ];
+    assert_eq!(alter_group_configs(&mut c, "rg", &ok).await, 0);
+    let (_, configs) = describe_group_configs(&mut c, "rg").await;
+    assert_eq!(configs[0], ("consume.mode".into(), "broadcast".into(), 8));
+    assert_eq!(configs[1], ("max.delivery.attempts".into(), "3".into(), 8));
+
+    // A bad value or unknown key fails the whole resource and changes nothing.
+    for bad in [
+        vec![
+            ("retry.policy", SET, Some("exponential")),
+            ("max.delivery.attempts", SET, Some("0")),
+        ],
+        vec![("no.such.key", SET, Some("1"))],
+        vec![
+            ("consume.mode", DELETE, None),
+            ("no.such.key", DELETE, None),
+        ],
+        vec![("consume.mode", 2, Some("x"))],
+    ] {
+        assert_eq!(
+            alter_group_configs(&mut c, "rg", &bad).await,
+            INVALID_CONFIG,
+            "{bad:?}"
+        );
+    }
+    let (_, after) = describe_group_configs(&mut c, "rg").await;
+    assert_eq!(after, configs);
+    assert_eq!(
+        alter_group_configs(&mut c, "bad.group", &ok).await,
+        INVALID_GROUP_ID
+    );
+
+    // DELETE brings the default back.
+    let del = [("consume.mode", DELETE, None)];
+    assert_eq!(alter_group_configs(&mut c, "rg", &del).await, 0);
+    let (_, configs) = describe_group_configs(&mut c, "rg").await;
+    assert_eq!(configs[0], ("consume.mode".into(), "clustering".into(), 5));
+    assert_eq!(configs[1].1, "3");
     let _ = b.stop.send(true);
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use sluice_core::filter::Filter;
-use sluice_core::messaging::{Messaging, ReceiveRequest, RETRY_BACKOFF_MS};
+use sluice_core::messaging::group_settings::RetryPolicy;
+use sluice_core::messaging::{Messaging, ReceiveRequest};
 use sluice_core::names::validate_group_name;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -206,10 +207,44 @@ impl RocketMqService {
             .collect())
     }
 
+    /// The retry policy a consumer of `group` gets: the group's own settings
+    /// over the broker's defaults.
+    fn consumer_retry_policy(&self, group: &str) -> pb::RetryPolicy {
+        let settings = self.messaging.group_settings().effective(group);
+        let ms = |ms: i64| to_duration(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        let strategy = match settings.retry {
+            RetryPolicy::Customized { backoff_ms } => {
+                pb::retry_policy::Strategy::CustomizedBackoff(pb::CustomizedBackoff {
+                    next: backoff_ms.into_iter().map(ms).collect(),
+                })
+            }
+            RetryPolicy::Exponential {
+                initial_backoff_ms,
+                max_backoff_ms,
+                multiplier,
+            } => pb::retry_policy::Strategy::ExponentialBackoff(pb::ExponentialBackoff {
+                initial: Some(ms(initial_backoff_ms)),
+                max: Some(ms(max_backoff_ms)),
+                // The protocol's field is a float; the setting is bounded to
+                // 1.0..=10.0, which it holds well enough.
+                multiplier: multiplier as f32,
+            }),
+        };
+        pb::RetryPolicy {
+            max_attempts: i32::try_from(settings.max_delivery_attempts).unwrap_or(i32::MAX),
+            strategy: Some(strategy),
+        }
+    }
+
     /// The settings the server answers a client's settings with: the client's
-    /// own, plus the retry policy and limits the server decides.
+    /// own, plus the retry policy and limits the server decides. A consumer gets
+    /// its group's retry policy (the group is in its subscription settings).
     fn answer_settings(&self, mut s: pb::Settings) -> pb::Settings {
         let producer = s.client_type == Some(pb::ClientType::Producer as i32);
+        let group = match s.pub_sub.as_ref() {
+            Some(pb::settings::PubSub::Subscription(sub)) => resource_name(&sub.group).1,
+            _ => String::new(),
+        };
         s.backoff_policy = Some(if producer {
             pb::RetryPolicy {
                 max_attempts: 3,
@@ -222,17 +257,7 @@ impl RocketMqService {
                 )),
             }
         } else {
-            pb::RetryPolicy {
-                max_attempts: self.messaging.config().max_delivery_attempts as i32,
-                strategy: Some(pb::retry_policy::Strategy::CustomizedBackoff(
-                    pb::CustomizedBackoff {
-                        next: RETRY_BACKOFF_MS
-                            .iter()
-                            .map(|ms| to_duration(Duration::from_millis(*ms as u64)))
-                            .collect(),
-                    },
-                )),
-            }
+            self.consumer_retry_policy(&group)
         });
         match s.pub_sub.as_mut() {
             Some(pb::settings::PubSub::Publishing(p)) => {
@@ -436,6 +461,7 @@ impl MessagingService for RocketMqService {
         request: Request<pb::ReceiveMessageRequest>,
     ) -> RpcResult<Self::ReceiveMessageStream> {
         use pb::receive_message_response::Content;
+        let client_id = client_id(&request);
         let req = request.into_inner();
         let reply = |items: Vec<Content>| -> RpcResult<Self::ReceiveMessageStream> {
             let stream = tokio_stream::iter(
@@ -496,6 +522,7 @@ impl MessagingService for RocketMqService {
             max_messages: max,
             invisible,
             wait,
+            client_id,
         };
         match self.messaging.receive(receive).await {
             Ok(deliveries) if deliveries.is_empty() => fail(status(
@@ -672,6 +699,26 @@ impl MessagingService for RocketMqService {
                 else {
                     continue;
                 };
+                if let Some(pb::settings::PubSub::Subscription(sub)) = settings.pub_sub.as_ref() {
+                    // A broadcast consumer's queues start now, so it receives
+                    // what is sent from its start on.
+                    let group = resource_name(&sub.group).1;
+                    let topics: Vec<String> = sub
+                        .subscriptions
+                        .iter()
+                        .map(|e| resource_name(&e.topic).1)
+                        .collect();
+                    if validate_group_name(&group).is_ok() {
+                        if let Err(e) =
+                            service
+                                .messaging
+                                .consumer_subscribed(&group, id.as_deref(), &topics)
+                        {
+                            tracing::warn!(group = %group, error = %e,
+                                "could not start a broadcast consumer's queues; its receives will fail");
+                        }
+                    }
+                }
                 if let Some(id) = &id {
                     if let Some(c) = service.clients.lock().get_mut(id) {
                         match settings.pub_sub.as_ref() {
@@ -711,6 +758,9 @@ impl MessagingService for RocketMqService {
     ) -> RpcResult<pb::NotifyClientTerminationResponse> {
         if let Some(id) = client_id(&request) {
             self.clients.lock().remove(&id);
+            // Broadcast progress lives with the client; a terminated one's
+            // queues and unacknowledged deliveries go.
+            self.messaging.client_terminated(&id);
         }
         Ok(Response::new(pb::NotifyClientTerminationResponse {
             status: Some(ok()),
@@ -773,5 +823,156 @@ impl MessagingService for RocketMqService {
                 },
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_core::messaging::MessagingConfig;
+    use sluice_core::{Broker, BrokerConfig, ConfigChange, TopicConfig};
+
+    use super::*;
+
+    fn service(dir: &std::path::Path) -> RocketMqService {
+        let broker = Broker::open(BrokerConfig::new(dir.to_path_buf())).unwrap();
+        let config = MessagingConfig {
+            max_delivery_attempts: 7,
+            ..MessagingConfig::default()
+        };
+        RocketMqService::new(
+            Messaging::open(broker, config).unwrap(),
+            RocketMqServerConfig {
+                advertised_host: "127.0.0.1".into(),
+                advertised_port: 8081,
+                max_body_bytes: 1 << 20,
+            },
+        )
+    }
+
+    fn set(k: &str, v: &str) -> ConfigChange {
+        ConfigChange::Set(k.to_string(), v.to_string())
+    }
+
+    fn consumer_settings(group: &str) -> pb::Settings {
+        pb::Settings {
+            client_type: Some(pb::ClientType::SimpleConsumer as i32),
+            pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
+                group: Some(pb::Resource {
+                    resource_namespace: String::new(),
+                    name: group.to_string(),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn consumers_get_their_groups_retry_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path());
+        service
+            .messaging
+            .alter_group_settings(
+                "exp",
+                vec![
+                    set("retry.policy", "exponential"),
+                    set("retry.initial.backoff.ms", "500"),
+                    set("retry.max.backoff.ms", "8000"),
+                    set("retry.backoff.multiplier", "3"),
+                    set("max.delivery.attempts", "4"),
+                ],
+                false,
+            )
+            .await
+            .unwrap();
+        service
+            .messaging
+            .alter_group_settings("steps", vec![set("retry.backoff.ms", "1000,2500")], false)
+            .await
+            .unwrap();
+
+        let policy = service
+            .answer_settings(consumer_settings("exp"))
+            .backoff_policy
+            .unwrap();
+        assert_eq!(policy.max_attempts, 4);
+        let Some(pb::retry_policy::Strategy::ExponentialBackoff(e)) = policy.strategy else {
+            panic!("not exponential: {policy:?}");
+        };
+        assert_eq!(e.initial, Some(to_duration(Duration::from_millis(500))));
+        assert_eq!(e.max, Some(to_duration(Duration::from_secs(8))));
+        assert_eq!(e.multiplier, 3.0);
+
+        let policy = service
+            .answer_settings(consumer_settings("steps"))
+            .backoff_policy
+            .unwrap();
+        assert_eq!(policy.max_attempts, 7, "the broker's default");
+        let Some(pb::retry_policy::Strategy::CustomizedBackoff(c)) = policy.strategy else {
+            panic!("not customized: {policy:?}");
+        };
+        assert_eq!(
+            c.next,
+            [
+                to_duration(Duration::from_millis(1000)),
+                to_duration(Duration::from_millis(2500))
+            ]
+        );
+
+        // A group without settings gets RocketMQ's 16 levels.
+        let policy = service
+            .answer_settings(consumer_settings("other"))
+            .backoff_policy
+            .unwrap();
+        assert_eq!(policy.max_attempts, 7);
+        let Some(pb::retry_policy::Strategy::CustomizedBackoff(c)) = policy.strategy else {
+            panic!("not customized: {policy:?}");
+        };
+        assert_eq!(c.next.len(), 16);
+        assert_eq!(c.next[0], to_duration(Duration::from_secs(10)));
+    }
+
+    #[tokio::test]
+    async fn broadcast_receive_without_client_id_is_a_bad_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path());
+        service
+            .messaging
+            .broker()
+            .create_topic("t", 1, 1, TopicConfig::default(), false)
+            .unwrap();
+        service
+            .messaging
+            .alter_group_settings("b", vec![set("consume.mode", "broadcast")], false)
+            .await
+            .unwrap();
+        let request = pb::ReceiveMessageRequest {
+            group: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: "b".into(),
+            }),
+            message_queue: Some(pb::MessageQueue {
+                topic: Some(pb::Resource {
+                    resource_namespace: String::new(),
+                    name: "t".into(),
+                }),
+                id: -1,
+                ..Default::default()
+            }),
+            long_polling_timeout: Some(to_duration(Duration::ZERO)),
+            ..Default::default()
+        };
+        let mut stream = service
+            .receive_message(Request::new(request))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.next().await.unwrap().unwrap();
+        let Some(pb::receive_message_response::Content::Status(s)) = first.content else {
+            panic!("not a status: {first:?}");
+        };
+        assert_eq!(s.code, Code::BadRequest as i32, "{s:?}");
+        assert!(s.message.contains("client id"), "{s:?}");
     }
 }

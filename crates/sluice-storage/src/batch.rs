@@ -172,6 +172,20 @@ pub fn verify_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// `max.message.bytes`). Returns the headers in order; the payload must consist of
 /// whole batches only.
 pub fn verify_batches(buf: &[u8], batch_bytes_max: usize) -> Result<Vec<BatchHeader>, BatchError> {
+    verify_batches_visiting(buf, batch_bytes_max, &mut |_, _, _| {})
+}
+
+/// A caller's look at every record header (batch index, key, value) while a
+/// payload is verified.
+pub type BatchHeaderVisitor<'v> = dyn FnMut(usize, &[u8], Option<&[u8]>) + 'v;
+
+/// [`verify_batches`], showing every record header to `visit` with the index of
+/// its batch in `buf`.
+pub fn verify_batches_visiting(
+    buf: &[u8],
+    batch_bytes_max: usize,
+    visit: &mut BatchHeaderVisitor<'_>,
+) -> Result<Vec<BatchHeader>, BatchError> {
     let mut headers = Vec::new();
     let mut at = 0;
     while at < buf.len() {
@@ -184,7 +198,12 @@ pub fn verify_batches(buf: &[u8], batch_bytes_max: usize) -> Result<Vec<BatchHea
             });
         }
         let header = verify_batch(rest)?;
-        crate::records::validate_records(&header, &rest[..header.total_bytes()])?;
+        let index = headers.len();
+        crate::records::validate_records_visiting(
+            &header,
+            &rest[..header.total_bytes()],
+            &mut |key, value| visit(index, key, value),
+        )?;
         if header.records_count == 0 {
             return Err(BatchError::InvalidRecordCount {
                 records_count: 0,

@@ -4,6 +4,8 @@
 //! verifies every batch before writing it, assigns offsets in place, keeps sparse
 //! offset and time indexes, recovers a torn tail on open, applies retention, and
 //! serves reads as file ranges so a front end can send them without re-encoding.
+//! Beside each batch it can keep an opaque 64-bit summary its owner computed,
+//! which readers use to pass over batches without decoding them.
 
 pub mod batch;
 pub mod config;
@@ -13,6 +15,7 @@ mod index;
 pub mod log;
 pub mod records;
 mod segment;
+mod summary;
 
 pub use batch::BatchHeader;
 pub use config::{FlushPolicy, LogConfig};

@@ -8,24 +8,60 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
-use crate::batch::{first_record_at_or_after, verify_batches, BatchHeader};
+use crate::batch::{first_record_at_or_after, verify_batches_visiting, BatchHeader};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{BatchError, IoContext, StorageError};
 use crate::group_commit::GroupCommit;
 use crate::segment::Segment;
 
-/// Record batches checked by [`verify_batches`]: only these can be appended.
+/// Computes a batch summary's share from one record header (key, value).
+pub type Summarizer<'s> = dyn FnMut(&[u8], Option<&[u8]>) -> u64 + 's;
+
+/// Record batches checked by [`crate::batch::verify_batches`]: only these can be appended.
 pub struct VerifiedBatches<'a> {
     bytes: &'a [u8],
     headers: Vec<BatchHeader>,
+    /// One per batch, or none.
+    summaries: Vec<u64>,
 }
 
 impl<'a> VerifiedBatches<'a> {
     /// Verifies `bytes` as whole v2 batches of at most `batch_bytes_max` bytes each,
-    /// with correct CRCs.
+    /// with correct CRCs. The batches get no summaries.
     pub fn new(bytes: &'a [u8], batch_bytes_max: usize) -> Result<Self, BatchError> {
-        let headers = verify_batches(bytes, batch_bytes_max)?;
-        Ok(VerifiedBatches { bytes, headers })
+        Ok(VerifiedBatches {
+            bytes,
+            headers: crate::batch::verify_batches(bytes, batch_bytes_max)?,
+            summaries: Vec::new(),
+        })
+    }
+
+    /// [`VerifiedBatches::new`], computing each batch's summary as it goes: the
+    /// OR of `summarize(header key, header value)` over every record header of
+    /// the batch. The log keeps the summaries beside the batches.
+    pub fn summarized(
+        bytes: &'a [u8],
+        batch_bytes_max: usize,
+        summarize: &mut Summarizer<'_>,
+    ) -> Result<Self, BatchError> {
+        let mut summaries: Vec<u64> = Vec::new();
+        let headers = verify_batches_visiting(bytes, batch_bytes_max, &mut |batch, key, value| {
+            if summaries.len() <= batch {
+                summaries.resize(batch + 1, 0);
+            }
+            summaries[batch] |= summarize(key, value);
+        })?;
+        summaries.resize(headers.len(), 0);
+        Ok(VerifiedBatches {
+            bytes,
+            headers,
+            summaries,
+        })
+    }
+
+    /// Each batch's summary, in order (empty when made by [`VerifiedBatches::new`]).
+    pub fn summaries(&self) -> &[u64] {
+        &self.summaries
     }
 
     /// Headers of the batches, in order.
@@ -325,7 +361,12 @@ impl PartitionLog {
             header.base_offset = next;
             next = header.last_offset() + 1;
         }
-        if let Err(e) = active.append(batches.bytes, &headers, config.index_interval_bytes) {
+        if let Err(e) = active.append(
+            batches.bytes,
+            &headers,
+            &batches.summaries,
+            config.index_interval_bytes,
+        ) {
             // The file may hold a partial write past `size`; nothing will read it and
             // recovery cuts it, but refuse further appends until then.
             inner.failed = true;
@@ -541,7 +582,35 @@ impl PartitionLog {
     /// Refuses every later write, flush, roll and retention pass. Call before the
     /// directory is moved or deleted while other handles may still exist.
     pub fn close(&self) {
-        self.inner.lock().closed = true;
+        let mut inner = self.inner.lock();
+        inner.closed = true;
+        if let Some(active) = inner.segments.last_mut() {
+            active.write_summaries();
+        }
+    }
+
+    /// Summaries of the batches that start in `[from, to)`, as (base offset,
+    /// summary), at most `max`. A batch without a summary (written before a
+    /// crash, or by [`VerifiedBatches::new`]) is left out: a reader must decode it.
+    pub fn summaries(
+        &self,
+        from: i64,
+        to: i64,
+        max: usize,
+    ) -> Result<Vec<(i64, u64)>, StorageError> {
+        let inner = self.inner.lock();
+        let mut out = Vec::new();
+        let first = inner
+            .segments
+            .partition_point(|s| s.next_offset <= from)
+            .min(inner.segments.len());
+        for segment in &inner.segments[first..] {
+            if segment.base_offset >= to || out.len() >= max {
+                break;
+            }
+            out.extend(segment.summaries(from, to, max - out.len())?);
+        }
+        Ok(out)
     }
 
     /// Removes the whole log directory. The log must not be used afterwards.
@@ -593,6 +662,9 @@ impl Inner {
             return Err(e);
         }
         let next = active.next_offset;
+        if let Some(sealed) = self.segments.last_mut() {
+            sealed.write_summaries();
+        }
         // Everything in the sealed segment is now on disk, hence visible.
         let sealed = self.end();
         if sealed.offset > self.visible.offset {

@@ -154,8 +154,23 @@ fn snappy_expansion_max(compressed: usize) -> usize {
 
 /// Checks the records of one verified batch (`batch` holds exactly the batch).
 pub fn validate_records(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
+    validate_records_visiting(header, batch, &mut |_, _| {})
+}
+
+/// A caller's look at each record header (key, value) while records are
+/// validated, so facts about headers cost no second decoding pass.
+pub type HeaderVisitor<'v> = dyn FnMut(&[u8], Option<&[u8]>) + 'v;
+
+/// [`validate_records`], showing every record header of every valid record to
+/// `visit` (headers of a record that turns out malformed may have been shown
+/// before the error is returned).
+pub fn validate_records_visiting(
+    header: &BatchHeader,
+    batch: &[u8],
+    visit: &mut HeaderVisitor<'_>,
+) -> Result<(), BatchError> {
     with_records(header, batch, |source, decompression| {
-        walk(header, source, decompression)
+        walk(header, source, decompression, visit)
     })
 }
 
@@ -317,6 +332,7 @@ fn walk(
     header: &BatchHeader,
     source: &mut dyn RecordSource,
     decompression: &dyn Fn(String) -> BatchError,
+    visit: &mut HeaderVisitor<'_>,
 ) -> Result<(), BatchError> {
     // Structural failures of an uncompressed batch are record errors; of a
     // compressed one, the stream may simply be garbage.
@@ -339,7 +355,8 @@ fn walk(
                 index,
                 reason: "fewer records than the header's records count",
             })?;
-        check_record(body, index).map_err(|reason| BatchError::InvalidRecord { index, reason })?;
+        check_record(body, index, visit)
+            .map_err(|reason| BatchError::InvalidRecord { index, reason })?;
     }
     match source.next_record() {
         Ok(None) => Ok(()),
@@ -352,8 +369,13 @@ fn walk(
 }
 
 /// Checks one record body: attributes, timestamp delta, offset delta == index,
-/// key, value and headers all inside the body, nothing left over.
-fn check_record(body: &[u8], index: i32) -> Result<(), &'static str> {
+/// key, value and headers all inside the body, nothing left over. Shows each
+/// header to `visit`.
+fn check_record(
+    body: &[u8],
+    index: i32,
+    visit: &mut HeaderVisitor<'_>,
+) -> Result<(), &'static str> {
     let mut at = 1usize; // attributes
     if body.is_empty() {
         return Err("empty record");
@@ -377,9 +399,13 @@ fn check_record(body: &[u8], index: i32) -> Result<(), &'static str> {
     }
     for _ in 0..headers {
         let k = read_len(body, &mut at)?;
+        let key_at = at;
         skip(body, &mut at, k, false)?;
+        let key = &body[key_at..at];
         let v = read_len(body, &mut at)?;
+        let value_at = at;
         skip(body, &mut at, v, true)?;
+        visit(key, (v >= 0).then(|| &body[value_at..at]));
     }
     if at != body.len() {
         return Err("bytes left over after the record's fields");

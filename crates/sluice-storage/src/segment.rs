@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::batch::{verify_batch, BatchHeader, BATCH_HEADER_BYTES};
 use crate::error::{IoContext, StorageError};
 use crate::index::{IndexEntry, SegmentIndex};
+use crate::summary::SummaryFile;
 
 /// Bytes read at a time while scanning a segment at recovery.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
@@ -71,6 +72,8 @@ pub(crate) struct Segment {
     pub file: Arc<File>,
     index: SegmentIndex,
     bytes_since_index: u64,
+    /// Per-batch summaries, a hint beside the log (see [`crate::summary`]).
+    summary: SummaryFile,
 }
 
 /// Outcome of scanning a segment file.
@@ -145,6 +148,7 @@ impl Segment {
             .at(&path)?;
         let (mut index, _) = SegmentIndex::open(&path, 0)?;
         index.clear()?;
+        let summary = SummaryFile::create(&path)?;
         Ok(Segment {
             base_offset,
             next_offset: base_offset,
@@ -155,6 +159,7 @@ impl Segment {
             file: Arc::new(file),
             index,
             bytes_since_index: 0,
+            summary,
         })
     }
 
@@ -180,6 +185,8 @@ impl Segment {
             .at(path)?;
         let file_bytes = file.metadata().at(path)?.len();
         let (index, consistent) = SegmentIndex::open(path, file_bytes.max(1))?;
+        // Replaced below once the segment's end is known.
+        let summary = SummaryFile::open(path, u64::from(u32::MAX) + 1)?;
         let mut segment = Segment {
             base_offset,
             next_offset: base_offset,
@@ -190,11 +197,13 @@ impl Segment {
             file: Arc::new(file),
             index,
             bytes_since_index: 0,
+            summary,
         };
         if !tail && consistent && file_bytes > 0 {
             if let Some(next) = next_offset_hint {
                 segment.next_offset = next;
                 segment.max_timestamp = segment.scan_max_timestamp_from_last_entry()?;
+                segment.summary = SummaryFile::open(path, segment.relative_end())?;
                 return Ok((segment, 0));
             }
         }
@@ -213,10 +222,16 @@ impl Segment {
             segment.file.sync_all().at(path)?;
         }
         segment.size = scan.valid_bytes;
+        segment.summary = SummaryFile::open(path, segment.relative_end())?;
         if let Some(ts) = scan.first_timestamp {
             segment.created_ms = ts.min(now_ms);
         }
         Ok((segment, truncated))
+    }
+
+    /// The relative offset after the segment's last batch.
+    fn relative_end(&self) -> u64 {
+        u64::try_from(self.next_offset - self.base_offset).unwrap_or(0)
     }
 
     /// The largest timestamp of a sealed segment: the time index knows every batch
@@ -315,11 +330,12 @@ impl Segment {
 
     /// Writes batches at the end of the file (page cache only). Each batch's base
     /// offset is taken from its header in `headers`, whatever its first 8 bytes in
-    /// `bytes` say.
+    /// `bytes` say. `summaries` has one per batch, or is empty.
     pub fn append(
         &mut self,
         bytes: &[u8],
         headers: &[BatchHeader],
+        summaries: &[u64],
         index_interval_bytes: u64,
     ) -> Result<(), StorageError> {
         debug_assert_eq!(
@@ -349,7 +365,41 @@ impl Segment {
             position += header.total_bytes() as u64;
         }
         self.size = position;
+        for (header, summary) in headers.iter().zip(summaries) {
+            let relative = (header.base_offset - self.base_offset) as u32;
+            if let Err(e) = self.summary.push(relative, *summary) {
+                // Only a hint: readers of a batch without one decode it.
+                tracing::warn!(segment = %self.path.display(), error = %e,
+                    "writing batch summaries failed");
+            }
+        }
         Ok(())
+    }
+
+    /// Summaries of the batches starting in `[from, to)` (absolute offsets), at
+    /// most `max`; batches without a (readable) summary are left out.
+    pub fn summaries(
+        &self,
+        from: i64,
+        to: i64,
+        max: usize,
+    ) -> Result<Vec<(i64, u64)>, StorageError> {
+        let relative = |o: i64| u32::try_from((o - self.base_offset).max(0)).unwrap_or(u32::MAX);
+        Ok(self
+            .summary
+            .range(relative(from), relative(to), max)?
+            .into_iter()
+            .map(|(rel, s)| (self.base_offset + i64::from(rel), s))
+            .collect())
+    }
+
+    /// Writes buffered summaries to the page cache (when the segment is sealed
+    /// or the log closes); a failure is logged, as summaries are only a hint.
+    pub fn write_summaries(&mut self) {
+        if let Err(e) = self.summary.write_pending() {
+            tracing::warn!(segment = %self.path.display(), error = %e,
+                "writing batch summaries failed");
+        }
     }
 
     /// Reads the batch header at `position`.
@@ -397,7 +447,8 @@ impl Segment {
     /// Deletes the segment's files.
     pub fn remove_files(&self) -> Result<(), StorageError> {
         std::fs::remove_file(&self.path).at(&self.path)?;
-        self.index.remove_files()
+        self.index.remove_files()?;
+        self.summary.remove_file()
     }
 }
 

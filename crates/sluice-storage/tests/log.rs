@@ -378,3 +378,73 @@ fn sparse_offset_deltas_are_refused() {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
     assert!(VerifiedBatches::new(&batch, 1 << 20).is_err());
 }
+
+/// Appends one record with header `tag` = `tag`; the summary is the tag's
+/// first byte as a bit.
+fn append_tagged(log: &PartitionLog, tag: &str, ts: i64) -> i64 {
+    let spec = sluice_storage::batch::RecordSpec {
+        key: None,
+        value: Some(b"v"),
+        headers: vec![("tag", Some(tag.as_bytes())), ("other", None)],
+        timestamp: ts,
+    };
+    let batch = sluice_storage::batch::encode_records(&[spec], (-1, -1, -1));
+    let verified =
+        VerifiedBatches::summarized(&batch, 1 << 20, &mut |key, value| match (key, value) {
+            (b"tag", Some(v)) => 1u64 << (v[0] % 64),
+            _ => 0,
+        })
+        .unwrap();
+    assert_eq!(verified.summaries(), &[1u64 << (tag.as_bytes()[0] % 64)]);
+    log.append(&verified, ts).unwrap().base_offset
+}
+
+#[test]
+fn batch_summaries_survive_rolls_and_reopen_and_drop_with_a_cut_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    let log = open(&dir, config(2048));
+    let tags = ["a", "b", "c", "d"];
+    for i in 0..100 {
+        assert_eq!(append_tagged(&log, tags[i % 4], i as i64), i as i64);
+    }
+    assert!(log.segment_count() > 2, "the test needs several segments");
+    let bit = |i: usize| 1u64 << (tags[i % 4].as_bytes()[0] % 64);
+    let want: Vec<(i64, u64)> = (10..90).map(|i| (i as i64, bit(i))).collect();
+    assert_eq!(log.summaries(10, 90, 1000).unwrap(), want);
+    assert_eq!(log.summaries(10, 90, 5).unwrap(), want[..5].to_vec());
+    // Batches appended without summaries have none.
+    append_values(&log, &[b"plain"], 100);
+    assert_eq!(log.summaries(100, 101, 10).unwrap(), Vec::new());
+    log.close();
+    drop(log);
+
+    let log = open(&dir, config(2048));
+    assert_eq!(log.summaries(10, 90, 1000).unwrap(), want);
+    let tail = log.log_end_offset();
+    drop(log);
+    // Cut the last two batches (the tagged offset 99, the plain 100) off the
+    // tail segment, as a crash would: 99's summary goes too, and the batch
+    // appended in its place gets its own.
+    let last_segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .max()
+        .unwrap();
+    let bytes = std::fs::read(&last_segment).unwrap();
+    let last_two = read_all(&open(&dir, config(2048)), tail - 2, 1 << 20);
+    let cut = bytes.len() - last_two.iter().map(|(_, b)| b.len() + 61).sum::<usize>();
+    std::fs::write(&last_segment, &bytes[..cut]).unwrap();
+    let log = open(&dir, config(2048));
+    assert_eq!(log.log_end_offset(), 99);
+    assert_eq!(
+        log.summaries(97, 101, 10).unwrap(),
+        vec![(97, bit(97)), (98, bit(98))]
+    );
+    assert_eq!(append_tagged(&log, "z", 200), 99);
+    assert_eq!(
+        log.summaries(97, 101, 10).unwrap(),
+        vec![(97, bit(97)), (98, bit(98)), (99, 1u64 << (b'z' % 64))]
+    );
+}

@@ -89,7 +89,7 @@ async fn serve(settings: crate::config::Settings) -> anyhow::Result<()> {
     };
     let kafka = tokio::spawn(sluice_kafka::serve(
         listener,
-        broker.clone(),
+        messaging.clone(),
         KafkaServerConfig::new(host, port),
         stopped(stop_rx.clone()),
     ));

@@ -86,6 +86,22 @@ impl Filter {
             Filter::Tags(tags) => tags.may_match_hash(hash),
         }
     }
+
+    /// Whether a record batch with this tag summary (the OR of
+    /// [`tag_summary_bit`] over its records' tags; 0 when none has a tag) may
+    /// hold a match. Never false for a batch that holds one, so a batch may be
+    /// passed over unread when it is false.
+    pub fn may_match_summary(&self, summary: u64) -> bool {
+        match self {
+            Filter::All | Filter::Sql(_) => true,
+            Filter::Tags(tags) => tags.may_match_summary(summary),
+        }
+    }
+}
+
+/// A tag's bit in a batch's tag summary: one of 64, from its [`tag_hash`].
+pub fn tag_summary_bit(tag: &str) -> u64 {
+    1u64 << (tag_hash(tag) % 64)
 }
 
 /// Why an expression was refused. Each message names what is wrong and, where the
@@ -175,6 +191,27 @@ mod tests {
         assert!(filter.may_match_tag_hash(tag_hash("TagA")));
         assert!(filter.may_match_tag_hash(tag_hash("TagB")));
         assert!(!filter.may_match_tag_hash(tag_hash("TagC")));
+    }
+
+    #[test]
+    fn tag_filter_passes_over_batches_without_its_tags() {
+        let filter = Filter::tags("TagA || TagB").unwrap();
+        let a = tag_summary_bit("TagA");
+        let others = (0..200)
+            .map(|i| format!("other-{i}"))
+            .filter(|t| {
+                let bit = tag_summary_bit(t);
+                bit != a && bit != tag_summary_bit("TagB")
+            })
+            .take(3)
+            .fold(0u64, |s, t| s | tag_summary_bit(&t));
+        assert!(filter.may_match_summary(a));
+        assert!(filter.may_match_summary(a | others));
+        assert!(!filter.may_match_summary(others));
+        // Untagged records never match a tag filter.
+        assert!(!filter.may_match_summary(0));
+        assert!(Filter::All.may_match_summary(0));
+        assert!(Filter::sql("a = 1").unwrap().may_match_summary(0));
     }
 
     #[test]

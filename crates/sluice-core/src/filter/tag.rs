@@ -60,6 +60,13 @@ impl TagFilter {
     pub(super) fn may_match_hash(&self, hash: u32) -> bool {
         self.hashes.binary_search(&hash).is_ok()
     }
+
+    /// Whether any of the filter's tags has its bit set in a batch summary.
+    pub(super) fn may_match_summary(&self, summary: u64) -> bool {
+        self.hashes
+            .iter()
+            .any(|h| summary & (1u64 << (h % 64)) != 0)
+    }
 }
 
 /// A stable 32-bit hash of a tag: FNV-1a over its UTF-8 bytes. Stable across versions,

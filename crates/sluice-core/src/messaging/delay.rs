@@ -51,6 +51,9 @@ const HEADER_HALF: &str = "sluice-txn-half";
 pub const HALF: i64 = i64::MAX;
 const HEADER_TARGET_TOPIC: &str = "sluice-delay-topic";
 const HEADER_TARGET_PARTITION: &str = "sluice-delay-partition";
+/// Header keeping a message's own record key while it waits: the delay log's
+/// record key marks the record's kind.
+const HEADER_RECORD_KEY: &str = "sluice-delay-record-key";
 
 /// A pending delayed message, as the timer queue knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +229,9 @@ impl DelayStore {
         }
         m.set_system_header(HEADER_TARGET_TOPIC, topic.as_bytes().to_vec());
         m.set_system_header(HEADER_TARGET_PARTITION, partition.to_string());
+        if let Some(key) = m.key.take() {
+            m.set_system_header(HEADER_RECORD_KEY, key);
+        }
         m.key = Some(KEY_ENTRY.to_vec());
         let batch = m.to_batch(now_ms);
         let entry = self.append_synced(&batch, now_ms)?;
@@ -295,7 +301,7 @@ impl DelayStore {
             message.remove_system_header(HEADER_TARGET_PARTITION);
             message.remove_system_header(HEADER_HALF);
             message.set_system_header(HEADER_DELAY_REF, p.entry.to_string());
-            message.key = None;
+            message.key = message.take_system_header(HEADER_RECORD_KEY);
             out.push(Due {
                 pending: p,
                 message,
@@ -415,7 +421,7 @@ impl DelayStore {
         m.remove_system_header(HEADER_TARGET_TOPIC);
         m.remove_system_header(HEADER_TARGET_PARTITION);
         m.remove_system_header(HEADER_HALF);
-        m.key = None;
+        m.key = m.take_system_header(HEADER_RECORD_KEY);
         Ok(m)
     }
 

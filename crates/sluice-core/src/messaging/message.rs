@@ -110,6 +110,12 @@ impl Message {
         self.system.push((name.to_string(), value.into()));
     }
 
+    /// Removes a system header and returns its value (the first, if several).
+    pub fn take_system_header(&mut self, name: &str) -> Option<Vec<u8>> {
+        let at = self.system.iter().position(|(k, _)| k == name)?;
+        Some(self.system.remove(at).1)
+    }
+
     /// Removes a system header.
     pub fn remove_system_header(&mut self, name: &str) {
         self.system.retain(|(k, _)| k != name);

@@ -3,7 +3,9 @@
 //! per-message acknowledgement, retry and dead-letter topics.
 
 pub mod delay;
+pub mod group_settings;
 pub mod message;
+mod produce;
 mod shared;
 
 use std::future::Future;
@@ -11,10 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use message::{Message, StoredMessage};
+pub use produce::{ClientProduce, ScheduledProduce};
 pub use shared::{Delivery, ReceiveRequest};
 
 use crate::error::CoreError;
 use crate::messaging::delay::{DelayStore, HEADER_DELAY_REF};
+use crate::messaging::group_settings::GroupSettingsStore;
 use crate::messaging::message::{
     HEADER_DLQ_ATTEMPTS, HEADER_DLQ_ORIGIN_OFFSET, HEADER_DLQ_ORIGIN_PARTITION,
     HEADER_DLQ_ORIGIN_TOPIC,
@@ -96,6 +100,8 @@ struct Inner {
     broker: Broker,
     config: MessagingConfig,
     shared: SharedSubscriptions,
+    /// Per-group consumer settings; the shared subscriptions hold it too.
+    group_settings: Arc<GroupSettingsStore>,
     delay: DelayStore,
     /// Wakes the delay task when a message is scheduled.
     delay_wake: tokio::sync::Notify,
@@ -134,11 +140,17 @@ impl Messaging {
             );
             delay.settle(&found, now_ms())?;
         }
+        let group_settings = Arc::new(GroupSettingsStore::open(
+            &broker.config().data_dir,
+            config.max_delivery_attempts,
+            now_ms(),
+        )?);
         Ok(Messaging {
             inner: Arc::new(Inner {
                 broker,
                 config,
-                shared: SharedSubscriptions::new(),
+                shared: SharedSubscriptions::new(group_settings.clone()),
+                group_settings,
                 delay,
                 delay_wake: tokio::sync::Notify::new(),
                 checks: parking_lot::Mutex::new(std::collections::HashMap::new()),
@@ -172,6 +184,56 @@ impl Messaging {
         &self.inner.broker
     }
 
+    /// Per-group consumer settings (consume mode, retry policy), for reading.
+    pub fn group_settings(&self) -> &GroupSettingsStore {
+        &self.inner.group_settings
+    }
+
+    /// Changes a group's settings all or nothing (see
+    /// [`GroupSettingsStore::alter`]); returns once the change is fsynced.
+    pub async fn alter_group_settings(
+        &self,
+        group: &str,
+        changes: Vec<crate::ConfigChange>,
+        validate_only: bool,
+    ) -> Result<(), CoreError> {
+        let (store, group) = (self.inner.group_settings.clone(), group.to_string());
+        tokio::task::spawn_blocking(move || store.alter(&group, &changes, validate_only, now_ms()))
+            .await
+            .map_err(|e| {
+                CoreError::Storage(sluice_storage::StorageError::Io {
+                    path: self.inner.broker.config().data_dir.clone(),
+                    source: std::io::Error::other(e),
+                })
+            })?
+    }
+
+    /// A consumer announced its subscription: in a broadcast group its queues
+    /// start now (at each partition's high watermark). Nothing otherwise.
+    pub fn consumer_subscribed(
+        &self,
+        group: &str,
+        client_id: Option<&str>,
+        topics: &[String],
+    ) -> Result<(), CoreError> {
+        self.inner
+            .shared
+            .open_broadcast(&self.inner.broker, group, client_id, topics)
+    }
+
+    /// A client terminated: its broadcast queues (and their unacknowledged
+    /// deliveries) are dropped.
+    pub fn client_terminated(&self, client_id: &str) {
+        let dropped = self.inner.shared.drop_client(client_id);
+        if dropped > 0 {
+            tracing::debug!(
+                client_id,
+                dropped,
+                "dropped a terminated client's broadcast queues"
+            );
+        }
+    }
+
     /// Stores one message in a partition, durably when the topic's flush policy
     /// is `always`. The topic must exist. With a delivery time (epoch ms) in the
     /// future the message is kept back, fsynced, and lands in the partition when
@@ -185,22 +247,9 @@ impl Messaging {
     ) -> Result<Sent, CoreError> {
         message.validate()?;
         let now = now_ms();
-        if let Some(at) = deliver_at {
-            if at < now - DELIVERY_TIME_TOLERANCE_MS {
-                return Err(CoreError::IllegalDeliveryTime(format!(
-                    "{at} lies {} ms in the past",
-                    now - at
-                )));
-            }
-            if at > now.saturating_add(self.inner.config.max_delay_ms) {
-                return Err(CoreError::IllegalDeliveryTime(format!(
-                    "{at} is more than the maximum delay of {} ms away",
-                    self.inner.config.max_delay_ms
-                )));
-            }
-            if at > now {
-                return self.schedule(topic, partition, message, at).await;
-            }
+        self.check_delivery_time(deliver_at, now)?;
+        if let Some(at) = deliver_at.filter(|at| *at > now) {
+            return self.schedule(topic, partition, message, at).await;
         }
         let batch = message.to_batch(now);
         let produced = self.inner.broker.produce(topic, partition, &batch).await?;
@@ -211,6 +260,32 @@ impl Messaging {
             recall_handle: None,
             transaction_id: None,
         })
+    }
+
+    /// Refuses a delivery time too far in the past (beyond the clock-skew
+    /// tolerance) or beyond the maximum delay.
+    fn check_delivery_time(&self, deliver_at: Option<i64>, now: i64) -> Result<(), CoreError> {
+        let Some(at) = deliver_at else {
+            return Ok(());
+        };
+        if at < now - DELIVERY_TIME_TOLERANCE_MS {
+            return Err(CoreError::IllegalDeliveryTime(format!(
+                "{at} lies {} ms in the past",
+                now - at
+            )));
+        }
+        if at > now.saturating_add(self.inner.config.max_delay_ms) {
+            return Err(CoreError::IllegalDeliveryTime(format!(
+                "{at} is more than the maximum delay of {} ms away",
+                self.inner.config.max_delay_ms
+            )));
+        }
+        Ok(())
+    }
+
+    /// Batches a tag filter passed over by their tag summary, never decoded.
+    pub fn batches_skipped(&self) -> u64 {
+        self.inner.shared.batches_skipped()
     }
 
     async fn schedule(
@@ -451,7 +526,9 @@ impl Messaging {
     /// came from; the topic is made (one partition) when missing.
     async fn move_to_dead_letter(&self, dead: &DeadLetter) -> Result<(), CoreError> {
         let broker = &self.inner.broker;
-        let (group, topic, partition) = &dead.key;
+        let (_, topic, partition) = &dead.key;
+        // The real group: a broadcast queue's key names a consumer too.
+        let group = &dead.group;
         let Some(stored) = read_message(broker, topic, *partition, dead.offset)? else {
             // Already removed by retention: nothing to keep.
             return Ok(());
@@ -500,8 +577,12 @@ impl Messaging {
                 _ = &mut shutdown => break,
                 _ = timer.tick() => {}
             }
-            for d in &self.inner.shared.sweep_dead(&self.inner.config) {
+            for d in &self.inner.shared.sweep_dead() {
                 let _ = self.dead_letter(d).await;
+            }
+            let idle = self.inner.shared.sweep_idle_broadcast(now_ms());
+            if idle > 0 {
+                tracing::debug!(dropped = idle, "dropped idle broadcast consumers' queues");
             }
             self.commit_floors().await;
         }

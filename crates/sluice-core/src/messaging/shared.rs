@@ -16,9 +16,22 @@
 //! The floor is committed like a consumer group offset; after a restart every
 //! message from the committed floor on is delivered again (at least once), with
 //! its attempt count starting over.
+//!
+//! A group whose `consume.mode` is `broadcast` (see [`group_settings`]) has one
+//! window per consumer (client id) instead: its queue key names the group plus
+//! [`BROADCAST_SEPARATOR`] plus the client id, so every consumer receives every
+//! message and acks or redeliveries of one do not touch another's. Such a
+//! window starts at the partition's high watermark when the consumer first
+//! shows up, lives in memory only (RocketMQ keeps broadcast progress on the
+//! client; its floor is never committed) and is dropped when the client
+//! terminates or has not received for [`BROADCAST_IDLE_MS`]. Receipt handles of
+//! broadcast deliveries carry the client id, so ack and change-invisible need
+//! nothing else to find the window.
+//!
+//! [`group_settings`]: crate::messaging::group_settings
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +39,7 @@ use parking_lot::Mutex;
 
 use crate::error::CoreError;
 use crate::filter::Filter;
+use crate::messaging::group_settings::{ConsumeMode, GroupSettingsStore};
 use crate::messaging::message::{decode_batch, StoredMessage};
 use crate::messaging::MessagingConfig;
 use crate::{now_ms, Broker};
@@ -35,6 +49,24 @@ const READ_BYTES: usize = 1 << 20;
 /// Log reads per partition per receive call, so one call cannot scan a long run
 /// of filtered-out data while holding the partition's state.
 const READS_PER_CALL_MAX: usize = 8;
+/// Joins a broadcast group's name and a client id into the group name of that
+/// consumer's queues. Valid group names cannot contain it, so such a name never
+/// collides with a real group and splits back unambiguously.
+pub(crate) const BROADCAST_SEPARATOR: char = '#';
+/// Broadcast queues (one per consumer and partition) kept at most; a consumer
+/// that would need one more gets an error.
+pub const BROADCAST_QUEUES_MAX: usize = 10_000;
+/// A broadcast consumer that has not received for this long (ms) loses its
+/// queues; when it comes back it starts at the high watermark again.
+pub const BROADCAST_IDLE_MS: i64 = 10 * 60 * 1000;
+/// Longest client id accepted for a broadcast consumer.
+pub const CLIENT_ID_BYTES_MAX: usize = 256;
+/// Marks a receipt handle of a broadcast delivery: `~<client id as hex>.` then
+/// the usual handle. Not a hex digit, so no clustering handle starts with it.
+const BROADCAST_HANDLE_PREFIX: char = '~';
+/// Batch summaries looked up per log read: a 1 MiB read of the smallest
+/// batches (about 70 bytes) holds about this many.
+const SUMMARIES_PER_READ: usize = 16_384;
 
 /// One message handed to a consumer.
 #[derive(Debug, Clone)]
@@ -60,11 +92,16 @@ pub struct ReceiveRequest {
     pub invisible: Duration,
     /// How long to wait for a message when none is ready (long polling).
     pub wait: Duration,
+    /// The consumer's id; a receive in a broadcast group needs one.
+    pub client_id: Option<String>,
 }
 
 /// A message whose deliveries are used up, to be moved to the dead-letter topic.
 pub(crate) struct DeadLetter {
     pub key: QueueKey,
+    /// The group whose dead-letter topic gets the message (for a broadcast
+    /// queue, the group, not the queue's per-consumer name).
+    pub group: String,
     pub offset: i64,
     pub attempts: u32,
 }
@@ -130,6 +167,8 @@ struct Queue {
     entries: BTreeMap<i64, Entry>,
     /// Floor last committed, or being committed.
     committed_floor: i64,
+    /// Last receive from a broadcast queue (epoch ms), for the idle sweep.
+    last_receive_ms: i64,
 }
 
 impl Queue {
@@ -148,9 +187,79 @@ impl Queue {
 /// The shared-subscription state of every group.
 pub(crate) struct SharedSubscriptions {
     queues: Mutex<HashMap<QueueKey, Arc<Mutex<Queue>>>>,
+    /// Broadcast queues among `queues`; changed only under that lock.
+    broadcast_queues: AtomicUsize,
+    /// Per-group consume mode and delivery attempts.
+    settings: Arc<GroupSettingsStore>,
     nonce: AtomicU64,
     /// Rotates the partition a receive starts with, so that all are served.
     rotation: AtomicU64,
+    /// Batches a tag filter passed over by their summary, never decoded.
+    batches_skipped: AtomicU64,
+}
+
+/// The queue group name of a broadcast consumer, checking the client id.
+fn broadcast_queue_group(group: &str, client_id: Option<&str>) -> Result<String, CoreError> {
+    let client = client_id.filter(|c| !c.is_empty()).ok_or_else(|| {
+        CoreError::InvalidRequest(format!(
+            "group {group} consumes in broadcast mode: a receive needs the consumer's client id"
+        ))
+    })?;
+    if client.len() > CLIENT_ID_BYTES_MAX {
+        return Err(CoreError::InvalidRequest(format!(
+            "client id of {} bytes exceeds {CLIENT_ID_BYTES_MAX}",
+            client.len()
+        )));
+    }
+    Ok(format!("{group}{BROADCAST_SEPARATOR}{client}"))
+}
+
+/// (group, client id) of a broadcast queue's group name; `None` for a group's
+/// shared queue.
+fn split_broadcast(queue_group: &str) -> Option<(&str, &str)> {
+    queue_group.split_once(BROADCAST_SEPARATOR)
+}
+
+/// The group a queue belongs to: a broadcast queue's group name without its
+/// client id.
+pub(crate) fn real_group(queue_group: &str) -> &str {
+    split_broadcast(queue_group).map_or(queue_group, |(g, _)| g)
+}
+
+/// The receipt handle of a delivery from the queue `key`.
+fn queue_handle(key: &QueueKey, offset: i64, nonce: u64) -> String {
+    let plain = encode_handle(&key.1, key.2, offset, nonce);
+    match split_broadcast(&key.0) {
+        Some((_, client)) => broadcast_handle(client, &plain),
+        None => plain,
+    }
+}
+
+fn broadcast_handle(client: &str, plain: &str) -> String {
+    let mut out = String::with_capacity(2 + client.len() * 2 + plain.len());
+    out.push(BROADCAST_HANDLE_PREFIX);
+    for b in client.bytes() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out.push('.');
+    out.push_str(plain);
+    out
+}
+
+/// (client id of a broadcast delivery, plain handle).
+fn split_handle(handle: &str) -> Option<(Option<String>, &str)> {
+    let Some(rest) = handle.strip_prefix(BROADCAST_HANDLE_PREFIX) else {
+        return Some((None, handle));
+    };
+    let (hex, plain) = rest.split_once('.')?;
+    if hex.is_empty() || hex.len() % 2 != 0 || hex.len() > 2 * CLIENT_ID_BYTES_MAX {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some((Some(String::from_utf8(bytes).ok()?), plain))
 }
 
 /// A receipt handle: partition, offset, nonce and topic, as text.
@@ -173,21 +282,107 @@ fn bad_handle(why: &str) -> CoreError {
 }
 
 impl SharedSubscriptions {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(settings: Arc<GroupSettingsStore>) -> Self {
         let seed = crate::ids::random_bytes16();
         let mut s = [0u8; 8];
         s.copy_from_slice(&seed[..8]);
         SharedSubscriptions {
             queues: Mutex::new(HashMap::new()),
+            broadcast_queues: AtomicUsize::new(0),
+            settings,
             // Random start: a handle from before a restart must not name a new
             // delivery.
             nonce: AtomicU64::new(u64::from_le_bytes(s) >> 1),
             rotation: AtomicU64::new(0),
+            batches_skipped: AtomicU64::new(0),
         }
     }
 
-    fn queue(&self, key: &QueueKey) -> Arc<Mutex<Queue>> {
-        self.queues.lock().entry(key.clone()).or_default().clone()
+    /// Batches passed over by their tag summary so far.
+    pub(crate) fn batches_skipped(&self) -> u64 {
+        self.batches_skipped.load(Ordering::Relaxed)
+    }
+
+    /// The queue of `key`, made when missing; a broadcast one only while fewer
+    /// than [`BROADCAST_QUEUES_MAX`] exist.
+    fn queue(&self, key: &QueueKey) -> Result<Arc<Mutex<Queue>>, CoreError> {
+        let mut queues = self.queues.lock();
+        if let Some(q) = queues.get(key) {
+            return Ok(q.clone());
+        }
+        if split_broadcast(&key.0).is_some() {
+            let count = self.broadcast_queues.load(Ordering::Relaxed);
+            if count >= BROADCAST_QUEUES_MAX {
+                return Err(CoreError::InvalidRequest(format!(
+                    "{count} broadcast consumer queues exist, the most this broker keeps; \
+                     a new broadcast consumer can start once others terminate or go idle"
+                )));
+            }
+            self.broadcast_queues.store(count + 1, Ordering::Relaxed);
+        }
+        let q = Arc::new(Mutex::new(Queue {
+            last_receive_ms: now_ms(),
+            ..Queue::default()
+        }));
+        queues.insert(key.clone(), q.clone());
+        Ok(q)
+    }
+
+    /// Forgets broadcast queues `drop` selects (by queue key and state).
+    fn drop_broadcast_queues(&self, drop: impl Fn(&QueueKey, &Arc<Mutex<Queue>>) -> bool) -> usize {
+        let mut queues = self.queues.lock();
+        let before = queues.len();
+        queues.retain(|key, q| split_broadcast(&key.0).is_none() || !drop(key, q));
+        let dropped = before - queues.len();
+        let count = self.broadcast_queues.load(Ordering::Relaxed);
+        self.broadcast_queues
+            .store(count.saturating_sub(dropped), Ordering::Relaxed);
+        dropped
+    }
+
+    /// Drops every broadcast queue of a client (it terminated).
+    pub(crate) fn drop_client(&self, client_id: &str) -> usize {
+        self.drop_broadcast_queues(|key, _| {
+            split_broadcast(&key.0).is_some_and(|(_, c)| c == client_id)
+        })
+    }
+
+    /// Drops broadcast queues whose consumer has not received for
+    /// [`BROADCAST_IDLE_MS`].
+    pub(crate) fn sweep_idle_broadcast(&self, now: i64) -> usize {
+        // A queue locked right now is being received from: not idle. Not
+        // waiting for it also keeps the map's lock short.
+        self.drop_broadcast_queues(|_, q| {
+            q.try_lock()
+                .is_some_and(|q| q.last_receive_ms < now - BROADCAST_IDLE_MS)
+        })
+    }
+
+    /// Makes the queues of a broadcast consumer for these topics' partitions now,
+    /// so that it receives what arrives from this moment on (called when the
+    /// consumer announces its subscription). Nothing for a clustering group.
+    pub(crate) fn open_broadcast(
+        &self,
+        broker: &Broker,
+        group: &str,
+        client_id: Option<&str>,
+        topics: &[String],
+    ) -> Result<(), CoreError> {
+        if self.settings.consume_mode(group) != ConsumeMode::Broadcast {
+            return Ok(());
+        }
+        let queue_group = broadcast_queue_group(group, client_id)?;
+        for topic in topics {
+            let Some(info) = broker.topic(topic) else {
+                continue;
+            };
+            for p in &info.partitions {
+                let key = (queue_group.clone(), topic.clone(), p.index);
+                let queue = self.queue(&key)?;
+                load_queue(broker, &key, &mut queue.lock())?;
+            }
+        }
+        Ok(())
     }
 
     /// Every queue's state, taken out of the map so the map's lock is not held
@@ -223,48 +418,47 @@ impl SharedSubscriptions {
             wake: None,
             dead: Vec::new(),
         };
+        let max_attempts = self.settings.max_delivery_attempts(&req.group);
+        let queue_group = match self.settings.consume_mode(&req.group) {
+            ConsumeMode::Clustering => req.group.clone(),
+            ConsumeMode::Broadcast => broadcast_queue_group(&req.group, req.client_id.as_deref())?,
+        };
         let start = self.rotation.fetch_add(1, Ordering::Relaxed) as usize;
         for i in 0..partitions.len() {
             if taken.deliveries.len() >= req.max_messages {
                 break;
             }
             let p = partitions[(start + i) % partitions.len()];
-            let key = (req.group.clone(), req.topic.clone(), p);
-            let queue = self.queue(&key);
+            let key = (queue_group.clone(), req.topic.clone(), p);
+            let queue = self.queue(&key)?;
             let mut q = queue.lock();
-            self.take_from(broker, config, req, &key, &mut q, &mut taken)?;
+            let before = taken.deliveries.len();
+            self.take_from(broker, config, req, max_attempts, &key, &mut q, &mut taken)?;
+            if let Some((_, client)) = split_broadcast(&key.0) {
+                q.last_receive_ms = now_ms();
+                // Handles name the consumer, so that an ack finds its queue.
+                for d in &mut taken.deliveries[before..] {
+                    d.receipt_handle = broadcast_handle(client, &d.receipt_handle);
+                }
+            }
         }
         Ok(taken)
     }
 
     /// Adds what one partition has ready to `taken`.
+    #[allow(clippy::too_many_arguments)]
     fn take_from(
         &self,
         broker: &Broker,
         config: &MessagingConfig,
         req: &ReceiveRequest,
+        max_attempts: u32,
         key: &QueueKey,
         q: &mut Queue,
         taken: &mut Taken,
     ) -> Result<(), CoreError> {
         let (topic, partition) = (&key.1, key.2);
-        let (log_start, high_watermark) = broker.partition_offsets(topic, partition)?;
-        if q.loaded && q.next > high_watermark {
-            // The topic was deleted and made again: this state is of the old one.
-            *q = Queue::default();
-        }
-        if !q.loaded {
-            let committed = broker
-                .committed_offsets(&key.0)
-                .get(&(topic.clone(), partition))
-                .map(|c| c.offset);
-            q.floor = committed
-                .unwrap_or(log_start)
-                .clamp(log_start, high_watermark);
-            q.next = q.floor;
-            q.committed_floor = committed.unwrap_or(-1);
-            q.loaded = true;
-        }
+        let (log_start, high_watermark) = load_queue(broker, key, q)?;
         if q.floor < log_start {
             // Retention removed messages the group never settled.
             q.entries.retain(|&o, _| o >= log_start);
@@ -281,9 +475,10 @@ impl SharedSubscriptions {
         let mut blocked: HashSet<String> = HashSet::new();
         let mut redeliver = Vec::new();
         for (&offset, entry) in q.entries.iter_mut() {
-            if entry.expire(now, config.max_delivery_attempts) {
+            if entry.expire(now, max_attempts) {
                 dead.push(DeadLetter {
                     key: key.clone(),
+                    group: real_group(&key.0).to_string(),
                     offset,
                     attempts: entry.attempts,
                 });
@@ -335,6 +530,17 @@ impl SharedSubscriptions {
                 break;
             };
             let bytes = slice_bytes(&slice, topic)?;
+            // A tag filter passes over batches whose tag summary rules them out
+            // without decoding them, as RocketMQ's consume queue does with the
+            // tag hash code it keeps per entry.
+            let summaries: HashMap<i64, u64> = if req.filter.may_match_summary(0) {
+                HashMap::new()
+            } else {
+                broker
+                    .batch_summaries(topic, partition, q.next, high_watermark, SUMMARIES_PER_READ)?
+                    .into_iter()
+                    .collect()
+            };
             let mut at = 0usize;
             let mut progressed = false;
             while at < bytes.len() {
@@ -348,6 +554,16 @@ impl SharedSubscriptions {
                 let batch = &bytes[at..end];
                 at = end;
                 if header.last_offset() < q.next {
+                    continue;
+                }
+                if summaries
+                    .get(&header.base_offset)
+                    .is_some_and(|s| !req.filter.may_match_summary(*s))
+                {
+                    // Nothing in it matches: settled without being decoded.
+                    q.next = q.next.max(header.last_offset() + 1);
+                    progressed = true;
+                    self.batches_skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 for m in decode_batch(topic, partition, batch)? {
@@ -424,14 +640,19 @@ impl SharedSubscriptions {
         group: &str,
         topic: &str,
         handle: &str,
-        f: impl FnOnce(&mut Queue, i64, &mut Entry, i64) -> T,
+        f: impl FnOnce(&QueueKey, i64, &mut Entry, i64) -> T,
     ) -> Result<T, CoreError> {
-        let (h_topic, partition, offset, nonce) =
-            decode_handle(handle).ok_or_else(|| bad_handle("malformed receipt handle"))?;
+        let malformed = || bad_handle("malformed receipt handle");
+        let (client, plain) = split_handle(handle).ok_or_else(malformed)?;
+        let (h_topic, partition, offset, nonce) = decode_handle(plain).ok_or_else(malformed)?;
         if h_topic != topic {
             return Err(bad_handle("the receipt handle names another topic"));
         }
-        let key = (group.to_string(), topic.to_string(), partition);
+        let queue_group = match client {
+            Some(c) => broadcast_queue_group(group, Some(&c))?,
+            None => group.to_string(),
+        };
+        let key = (queue_group, topic.to_string(), partition);
         let queue = self
             .existing_queue(&key)
             .ok_or_else(|| bad_handle("no delivery of this group matches the handle"))?;
@@ -453,7 +674,7 @@ impl SharedSubscriptions {
                 ))
             }
         }
-        let result = f(&mut q, offset, &mut entry, now);
+        let result = f(&key, offset, &mut entry, now);
         q.entries.insert(offset, entry);
         q.advance_floor();
         Ok(result)
@@ -474,11 +695,10 @@ impl SharedSubscriptions {
     ) -> Result<(String, i64), CoreError> {
         let nonce = self.next_nonce();
         let ms = i64::try_from(invisible.as_millis()).unwrap_or(i64::MAX);
-        self.with_delivery(group, topic, handle, |_, offset, entry, now| {
+        self.with_delivery(group, topic, handle, |key, offset, entry, now| {
             let until = now.saturating_add(ms);
             entry.state = EntryState::InFlight { until, nonce };
-            let (_, partition, _, _) = decode_handle(handle).unwrap_or_default();
-            (encode_handle(topic, partition, offset, nonce), until)
+            (queue_handle(key, offset, nonce), until)
         })
     }
 
@@ -489,12 +709,11 @@ impl SharedSubscriptions {
         topic: &str,
         handle: &str,
     ) -> Result<DeadLetter, CoreError> {
-        let (_, partition, _, _) =
-            decode_handle(handle).ok_or_else(|| bad_handle("malformed receipt handle"))?;
-        self.with_delivery(group, topic, handle, |_, offset, entry, _| {
+        self.with_delivery(group, topic, handle, |key, offset, entry, _| {
             entry.state = EntryState::Dead;
             DeadLetter {
-                key: (group.to_string(), topic.to_string(), partition),
+                key: key.clone(),
+                group: group.to_string(),
                 offset,
                 attempts: entry.attempts,
             }
@@ -519,17 +738,20 @@ impl SharedSubscriptions {
     }
 
     /// Expired deliveries with no attempts left, across all groups (for groups
-    /// whose consumers stopped asking).
-    pub(crate) fn sweep_dead(&self, config: &MessagingConfig) -> Vec<DeadLetter> {
+    /// whose consumers stopped asking), each by its group's maximum.
+    pub(crate) fn sweep_dead(&self) -> Vec<DeadLetter> {
         let now = now_ms();
         let queues = self.all_queues();
         let mut dead = Vec::new();
         for (key, queue) in queues {
+            let group = real_group(&key.0);
+            let max_attempts = self.settings.max_delivery_attempts(group);
             let mut q = queue.lock();
             for (&offset, entry) in q.entries.iter_mut() {
-                if entry.expire(now, config.max_delivery_attempts) {
+                if entry.expire(now, max_attempts) {
                     dead.push(DeadLetter {
                         key: key.clone(),
+                        group: group.to_string(),
                         offset,
                         attempts: entry.attempts,
                     });
@@ -540,11 +762,15 @@ impl SharedSubscriptions {
     }
 
     /// Floors that moved since they were last committed: (group, topic,
-    /// partition, floor). The caller commits them and reports back.
+    /// partition, floor). The caller commits them and reports back. Broadcast
+    /// queues are never committed: their progress belongs to one consumer.
     pub(crate) fn floors_to_commit(&self) -> Vec<(QueueKey, i64)> {
         let queues = self.all_queues();
         let mut out = Vec::new();
         for (key, queue) in queues {
+            if split_broadcast(&key.0).is_some() {
+                continue;
+            }
             let mut q = queue.lock();
             if q.loaded && q.floor != q.committed_floor {
                 q.committed_floor = q.floor;
@@ -562,6 +788,40 @@ impl SharedSubscriptions {
             }
         }
     }
+}
+
+/// Brings a queue's window in line with its partition: starts it when new (a
+/// group's queue at its committed offset, else the log start; a broadcast
+/// consumer's at the high watermark) and starts it over when the topic was
+/// deleted and made again. Returns (log start, high watermark).
+fn load_queue(broker: &Broker, key: &QueueKey, q: &mut Queue) -> Result<(i64, i64), CoreError> {
+    let (topic, partition) = (&key.1, key.2);
+    let (log_start, high_watermark) = broker.partition_offsets(topic, partition)?;
+    if q.loaded && q.next > high_watermark {
+        // The topic was deleted and made again: this state is of the old one.
+        *q = Queue {
+            last_receive_ms: q.last_receive_ms,
+            ..Queue::default()
+        };
+    }
+    if !q.loaded {
+        if split_broadcast(&key.0).is_some() {
+            q.floor = high_watermark;
+            q.committed_floor = high_watermark;
+        } else {
+            let committed = broker
+                .committed_offsets(&key.0)
+                .get(&(topic.clone(), partition))
+                .map(|c| c.offset);
+            q.floor = committed
+                .unwrap_or(log_start)
+                .clamp(log_start, high_watermark);
+            q.committed_floor = committed.unwrap_or(-1);
+        }
+        q.next = q.floor;
+        q.loaded = true;
+    }
+    Ok((log_start, high_watermark))
 }
 
 /// The bytes of a read, with a failure named after the topic.
@@ -610,6 +870,236 @@ pub(crate) fn read_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::messaging::group_settings::{KEY_CONSUME_MODE, KEY_MAX_DELIVERY_ATTEMPTS};
+    use crate::messaging::Message;
+    use crate::{BrokerConfig, ConfigChange, TopicConfig};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        broker: Broker,
+        settings: Arc<GroupSettingsStore>,
+        shared: SharedSubscriptions,
+        config: MessagingConfig,
+    }
+
+    /// A broker with topic `t` (one partition), and shared subscriptions whose
+    /// broker-wide maximum is 5 deliveries.
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig::new(dir.path().to_path_buf())).unwrap();
+        broker
+            .create_topic("t", 1, 1, TopicConfig::default(), false)
+            .unwrap();
+        let settings = Arc::new(GroupSettingsStore::open(dir.path(), 5, 0).unwrap());
+        Fixture {
+            _dir: dir,
+            broker,
+            shared: SharedSubscriptions::new(settings.clone()),
+            settings,
+            config: MessagingConfig {
+                max_delivery_attempts: 5,
+                ..MessagingConfig::default()
+            },
+        }
+    }
+
+    impl Fixture {
+        fn set(&self, group: &str, key: &str, value: &str) {
+            let change = ConfigChange::Set(key.to_string(), value.to_string());
+            self.settings.alter(group, &[change], false, 0).unwrap();
+        }
+
+        async fn send(&self, bodies: &[&str]) {
+            for b in bodies {
+                let m = Message {
+                    body: b.as_bytes().to_vec(),
+                    message_id: format!("id-{b}"),
+                    ..Message::default()
+                };
+                self.broker
+                    .produce("t", 0, &m.to_batch(now_ms()))
+                    .await
+                    .unwrap();
+            }
+        }
+
+        fn take(&self, group: &str, client: Option<&str>, invisible: Duration) -> Taken {
+            let req = ReceiveRequest {
+                group: group.to_string(),
+                topic: "t".to_string(),
+                partition: None,
+                filter: Filter::All,
+                max_messages: 32,
+                invisible,
+                wait: Duration::ZERO,
+                client_id: client.map(str::to_string),
+            };
+            self.shared
+                .take(&self.broker, &self.config, &req, &[0])
+                .unwrap()
+        }
+    }
+
+    fn bodies(t: &Taken) -> Vec<String> {
+        t.deliveries
+            .iter()
+            .map(|d| String::from_utf8_lossy(&d.message.message.body).into_owned())
+            .collect()
+    }
+
+    /// Waits (real time) until deliveries made with `invisible` have expired.
+    async fn outlive(invisible: Duration) {
+        tokio::time::sleep(invisible + Duration::from_millis(5)).await;
+    }
+
+    #[tokio::test]
+    async fn broadcast_consumers_each_receive_every_message_and_ack_alone() {
+        let f = fixture();
+        f.set("b", KEY_CONSUME_MODE, "broadcast");
+        f.send(&["before"]).await;
+        // Consumers start at the high watermark when they show up.
+        f.shared
+            .open_broadcast(&f.broker, "b", Some("c1"), &["t".to_string()])
+            .unwrap();
+        assert!(f
+            .take("b", Some("c2"), Duration::from_secs(30))
+            .deliveries
+            .is_empty());
+        f.send(&["m1", "m2"]).await;
+        let one = f.take("b", Some("c1"), Duration::from_secs(30));
+        let two = f.take("b", Some("c2"), Duration::from_millis(1));
+        assert_eq!(bodies(&one), ["m1", "m2"]);
+        assert_eq!(bodies(&two), ["m1", "m2"]);
+        // c1 acks both; c2's deliveries are untouched and come back to c2 only.
+        for d in &one.deliveries {
+            f.shared.ack("b", "t", &d.receipt_handle).unwrap();
+        }
+        outlive(Duration::from_millis(1)).await;
+        let again = f.take("b", Some("c2"), Duration::from_secs(30));
+        assert_eq!(bodies(&again), ["m1", "m2"]);
+        assert!(again.deliveries.iter().all(|d| d.delivery_attempt == 2));
+        assert!(f
+            .take("b", Some("c1"), Duration::from_secs(30))
+            .deliveries
+            .is_empty());
+        // A handle of c2 acks c2's delivery, never c1's; it names the client itself.
+        f.shared
+            .ack("b", "t", &again.deliveries[0].receipt_handle)
+            .unwrap();
+        let (h, _) = f
+            .shared
+            .change_invisible(
+                "b",
+                "t",
+                &again.deliveries[1].receipt_handle,
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        f.shared.ack("b", "t", &h).unwrap();
+        // Broadcast progress is never committed as a group offset.
+        assert!(f.shared.floors_to_commit().is_empty());
+        // A receive without a client id cannot name a consumer.
+        let req = ReceiveRequest {
+            group: "b".into(),
+            topic: "t".into(),
+            partition: None,
+            filter: Filter::All,
+            max_messages: 1,
+            invisible: Duration::from_secs(1),
+            wait: Duration::ZERO,
+            client_id: None,
+        };
+        assert!(matches!(
+            f.shared.take(&f.broker, &f.config, &req, &[0]),
+            Err(CoreError::InvalidRequest(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn broadcast_queues_go_with_their_client_and_when_idle() {
+        let f = fixture();
+        f.set("b", KEY_CONSUME_MODE, "broadcast");
+        f.send(&["m1"]).await;
+        let topics = ["t".to_string()];
+        f.shared
+            .open_broadcast(&f.broker, "b", Some("c1"), &topics)
+            .unwrap();
+        f.shared
+            .open_broadcast(&f.broker, "b", Some("c2"), &topics)
+            .unwrap();
+        // Clustering groups get no queue from announcing a subscription.
+        f.shared
+            .open_broadcast(&f.broker, "plain", Some("c1"), &topics)
+            .unwrap();
+        assert_eq!(f.shared.broadcast_queues.load(Ordering::Relaxed), 2);
+        assert_eq!(f.shared.drop_client("c1"), 1);
+        assert_eq!(f.shared.sweep_idle_broadcast(now_ms()), 0);
+        assert_eq!(
+            f.shared
+                .sweep_idle_broadcast(now_ms() + BROADCAST_IDLE_MS + 1),
+            1
+        );
+        assert_eq!(f.shared.broadcast_queues.load(Ordering::Relaxed), 0);
+        assert_eq!(f.shared.all_queues().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_follow_each_groups_max_delivery_attempts() {
+        let f = fixture();
+        f.set("two", KEY_MAX_DELIVERY_ATTEMPTS, "2");
+        f.set("bcast", KEY_CONSUME_MODE, "broadcast");
+        f.set("bcast", KEY_MAX_DELIVERY_ATTEMPTS, "1");
+        f.shared
+            .open_broadcast(&f.broker, "bcast", Some("c"), &["t".to_string()])
+            .unwrap();
+        f.send(&["m"]).await;
+        let short = Duration::from_millis(1);
+        for attempt in 1..=2 {
+            let two = f.take("two", None, short);
+            let plain = f.take("plain", None, short);
+            assert_eq!(two.deliveries[0].delivery_attempt, attempt);
+            assert_eq!(plain.deliveries[0].delivery_attempt, attempt);
+            assert!(two.dead.is_empty() && plain.dead.is_empty());
+            outlive(short).await;
+        }
+        // "two" used its 2 deliveries; the default group (5) goes on.
+        let two = f.take("two", None, short);
+        assert!(two.deliveries.is_empty());
+        assert_eq!(two.dead.len(), 1);
+        assert_eq!(two.dead[0].group, "two");
+        assert_eq!(two.dead[0].attempts, 2);
+        let plain = f.take("plain", None, short);
+        assert_eq!(plain.deliveries[0].delivery_attempt, 3);
+        // The sweep uses the group's maximum too, and a broadcast consumer's
+        // dead letter names the group, not the consumer.
+        assert_eq!(f.take("bcast", Some("c"), short).deliveries.len(), 1);
+        outlive(short).await;
+        let swept = f.shared.sweep_dead();
+        let groups: Vec<&str> = swept.iter().map(|d| d.group.as_str()).collect();
+        assert_eq!(
+            groups,
+            ["bcast"],
+            "{:?}",
+            swept.iter().map(|d| &d.key).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn broadcast_handles_carry_the_client_and_reject_garbage() {
+        let plain = encode_handle("t.x", 1, 2, 3);
+        let h = broadcast_handle("host@1@x.y", &plain);
+        assert_eq!(
+            split_handle(&h),
+            Some((Some("host@1@x.y".to_string()), plain.as_str()))
+        );
+        assert_eq!(split_handle(&plain), Some((None, plain.as_str())));
+        for bad in ["~", "~.1.2.3.t", "~6.1.2.3.t", "~zz.1.2.3.t", "~ff.1.2.3.t"] {
+            assert_eq!(split_handle(bad), None, "{bad}");
+        }
+        assert_eq!(real_group("g#c#d"), "g");
+        assert_eq!(real_group("g"), "g");
+    }
 
     #[test]
     fn receipt_handles_round_trip_and_reject_garbage() {

@@ -1,4 +1,5 @@
-//! DescribeConfigs: topic settings with their sources; broker resources answer empty.
+//! DescribeConfigs: topic settings with their sources, group settings (resource
+//! type GROUP) with theirs; broker resources answer empty.
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
@@ -7,7 +8,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::ResponseError;
 
 use super::create_topics::config_source;
-use super::{s, RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::{s, RESOURCE_BROKER, RESOURCE_GROUP, RESOURCE_TOPIC};
 use crate::errors::error_code;
 use crate::server::Ctx;
 
@@ -15,6 +16,23 @@ use crate::server::Ctx;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
+const TYPE_LIST: i8 = 7;
+/// Config source of a group's own setting (Kafka 4's GROUP_CONFIG).
+const SOURCE_GROUP: i8 = 8;
+/// Config source of a default.
+const SOURCE_DEFAULT: i8 = 5;
+
+fn group_config_type(name: &str) -> i8 {
+    use sluice_core::messaging::group_settings as g;
+    match name {
+        g::KEY_CONSUME_MODE | g::KEY_RETRY_POLICY => TYPE_STRING,
+        g::KEY_MAX_DELIVERY_ATTEMPTS => TYPE_INT,
+        g::KEY_RETRY_BACKOFF_MS => TYPE_LIST,
+        g::KEY_RETRY_BACKOFF_MULTIPLIER => TYPE_DOUBLE,
+        _ => TYPE_LONG,
+    }
+}
 
 fn config_type(name: &str) -> i8 {
     match name {
@@ -57,10 +75,44 @@ pub(crate) fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> DescribeConfigsR
                             .with_error_message(Some(s(e.to_string()))),
                     }
                 }
+                RESOURCE_GROUP => {
+                    match ctx
+                        .messaging
+                        .group_settings()
+                        .describe(r.resource_name.as_str())
+                    {
+                        Ok(entries) => result.with_configs(
+                            entries
+                                .into_iter()
+                                .filter(|e| {
+                                    r.configuration_keys.as_ref().is_none_or(|keys| {
+                                        keys.iter().any(|k| k.as_str() == e.name)
+                                    })
+                                })
+                                .map(|e| {
+                                    DescribeConfigsResourceResult::default()
+                                        .with_name(s(e.name))
+                                        .with_value(Some(s(e.value)))
+                                        .with_config_source(if e.is_default {
+                                            SOURCE_DEFAULT
+                                        } else {
+                                            SOURCE_GROUP
+                                        })
+                                        .with_config_type(group_config_type(e.name))
+                                })
+                                .collect(),
+                        ),
+                        Err(e) => result
+                            .with_error_code(error_code(&e))
+                            .with_error_message(Some(s(e.to_string()))),
+                    }
+                }
                 RESOURCE_BROKER => result,
                 _ => result
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(s("only topic and broker resources are described"))),
+                    .with_error_message(Some(s(
+                        "only topic, group and broker resources are described",
+                    ))),
             }
         })
         .collect();

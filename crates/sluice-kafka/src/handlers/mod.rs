@@ -56,7 +56,7 @@ pub(crate) async fn dispatch(
         }
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs::handle(ctx, r)),
         RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(ctx, r))
+            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(ctx, r).await)
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(ctx, r))
@@ -106,3 +106,6 @@ pub(crate) fn s(v: impl Into<String>) -> StrBytes {
 pub(crate) const RESOURCE_TOPIC: i8 = 2;
 /// Resource type of brokers in config APIs.
 pub(crate) const RESOURCE_BROKER: i8 = 4;
+/// Resource type of groups in config APIs (Kafka 4, `kafka-configs --entity-type
+/// groups`); Sluice's group settings (consume mode, retry policy) live there.
+pub(crate) const RESOURCE_GROUP: i8 = 32;

@@ -1,6 +1,8 @@
 //! Produce: validates and appends record batches per partition now, then answers
 //! once the topics' flush policies are satisfied (the server queues the answer
-//! behind the connection's earlier responses).
+//! behind the connection's earlier responses). Records with a delivery-time
+//! header (`sluice-deliver-at`, `sluice-delay-level`) are handed to the delay
+//! scheduler instead and land in the partition when due.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
@@ -8,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::s;
+use sluice_core::messaging::{ClientProduce, ScheduledProduce};
 use sluice_core::{CoreError, ProduceSync};
 
 use crate::errors::error_code;
@@ -21,7 +24,15 @@ pub(crate) struct PendingProduce {
 }
 
 /// A partition's append under way, or why it was refused (error code, message).
-type Outcome = Result<ProduceSync, Refusal>;
+type Outcome = Result<Storing, Refusal>;
+
+/// How a partition's records are being stored.
+enum Storing {
+    /// Appended; waits for the fsync its topic's policy asks for.
+    Appended(ProduceSync),
+    /// Going through the delay scheduler.
+    Scheduled(ScheduledProduce),
+}
 type Refusal = (i16, String);
 
 /// Verifies and appends every partition's batches now, starting the fsyncs of
@@ -51,8 +62,9 @@ pub(crate) fn append(ctx: &Ctx, req: ProduceRequest) -> PendingProduce {
                 Err((err.code(), msg.to_string()))
             } else {
                 let records = p.records.unwrap_or_default();
-                match ctx.broker.produce_append(&name, p.index, &records) {
-                    Ok(appended) => Ok(appended.sync()),
+                match ctx.messaging.produce_append(&name, p.index, &records) {
+                    Ok(ClientProduce::Appended(appended)) => Ok(Storing::Appended(appended.sync())),
+                    Ok(ClientProduce::Scheduled(scheduled)) => Ok(Storing::Scheduled(scheduled)),
                     Err(e) => Err(refused(&name, p.index, &e)),
                 }
             };
@@ -78,12 +90,14 @@ impl PendingProduce {
         for (name, partitions) in self.topics {
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for (index, outcome) in partitions {
-                let outcome = match outcome {
-                    Ok(sync) => sync.wait().await.map_err(|e| refused(&name.0, index, &e)),
+                let refuse = |e: CoreError| refused(&name.0, index, &e);
+                let stored = match outcome {
+                    Ok(Storing::Appended(sync)) => sync.wait().await.map_err(refuse),
+                    Ok(Storing::Scheduled(scheduled)) => scheduled.await.map_err(refuse),
                     Err(refusal) => Err(refusal),
                 };
                 let resp = PartitionProduceResponse::default().with_index(index);
-                partition_responses.push(match outcome {
+                partition_responses.push(match stored {
                     Ok(done) => resp
                         .with_base_offset(done.base_offset)
                         .with_log_start_offset(done.log_start_offset),

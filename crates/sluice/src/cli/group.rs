@@ -1,16 +1,21 @@
-//! `sluice group ...`: list, describe (with lag), delete groups and reset their
-//! committed offsets.
+//! `sluice group ...`: list, describe (with lag), delete groups, reset their
+//! committed offsets, and show or change their settings (consume mode, retry
+//! policy) over DescribeConfigs / IncrementalAlterConfigs on GROUP resources.
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetCommitRequest,
-    OffsetFetchRequest,
+    DeleteGroupsRequest, DescribeConfigsRequest, DescribeGroupsRequest, GroupId,
+    IncrementalAlterConfigsRequest, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
@@ -18,7 +23,17 @@ use serde_json::json;
 use super::client::{check, Client};
 use super::metadata::{self, topic_name, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 use super::output::{print_json, print_text, Table};
-use super::CommonArgs;
+use super::{parse_key_value, CommonArgs};
+
+/// Config resource type of a group (DescribeConfigs, IncrementalAlterConfigs),
+/// as Kafka 4 numbers it.
+const RESOURCE_TYPE_GROUP: i8 = 32;
+/// IncrementalAlterConfigs operation: set a value.
+const CONFIG_OP_SET: i8 = 0;
+/// IncrementalAlterConfigs operation: revert to the default.
+const CONFIG_OP_DELETE: i8 = 1;
+/// DescribeConfigs source of a default value.
+const CONFIG_SOURCE_DEFAULT: i8 = 5;
 
 /// Group subcommands.
 #[derive(Subcommand, Debug)]
@@ -39,6 +54,24 @@ pub enum GroupCommand {
     /// Move a group's committed offsets on one topic (refused while the group has
     /// active members).
     ResetOffsets(ResetArgs),
+    /// Show a group's settings, or change them with --set / --delete: consume.mode
+    /// (clustering|broadcast), max.delivery.attempts, retry.policy
+    /// (customized|exponential), retry.backoff.ms, retry.initial.backoff.ms,
+    /// retry.max.backoff.ms, retry.backoff.multiplier.
+    Config(ConfigArgs),
+}
+
+/// Arguments of `sluice group config`.
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Group id.
+    pub group: String,
+    /// Set a group setting, e.g. consume.mode=broadcast (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+    /// Revert a group setting to its default (repeatable).
+    #[arg(long = "delete", value_name = "KEY")]
+    pub delete: Vec<String>,
 }
 
 /// Arguments of `sluice group reset-offsets`.
@@ -77,7 +110,119 @@ pub async fn run(common: &CommonArgs, command: GroupCommand) -> anyhow::Result<(
         GroupCommand::Describe { group } => describe(&mut client, common.json, &group).await,
         GroupCommand::Delete { group } => delete(&mut client, common.json, &group).await,
         GroupCommand::ResetOffsets(args) => reset(&mut client, common.json, &args).await,
+        GroupCommand::Config(args) => config(&mut client, common.json, &args).await,
     }
+}
+
+/// One group setting as the broker describes it.
+struct SettingRow {
+    name: String,
+    value: String,
+    is_default: bool,
+}
+
+/// Every setting of a group, in the broker's order.
+async fn group_settings(client: &mut Client, group: &str) -> anyhow::Result<Vec<SettingRow>> {
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_TYPE_GROUP)
+            .with_resource_name(StrBytes::from_string(group.to_string()))
+            .with_configuration_keys(None)]);
+    let response = client.send(&request).await?;
+    let result = response
+        .results
+        .iter()
+        .find(|r| r.resource_name.as_str() == group)
+        .with_context(|| format!("the DescribeConfigs response does not mention {group:?}"))?;
+    check(result.error_code, result.error_message.as_ref(), || {
+        format!("describing settings of group {group:?}")
+    })?;
+    Ok(result
+        .configs
+        .iter()
+        .map(|c| SettingRow {
+            name: c.name.as_str().to_string(),
+            value: c
+                .value
+                .as_ref()
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default(),
+            is_default: c.config_source == CONFIG_SOURCE_DEFAULT,
+        })
+        .collect())
+}
+
+/// Applies --set / --delete (all or nothing, on the broker), then shows the
+/// settings in force.
+async fn config(client: &mut Client, json: bool, args: &ConfigArgs) -> anyhow::Result<()> {
+    let group = args.group.as_str();
+    let altering = !args.set.is_empty() || !args.delete.is_empty();
+    if altering {
+        let mut configs: Vec<AlterableConfig> = args
+            .set
+            .iter()
+            .map(|(key, value)| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(key.clone()))
+                    .with_config_operation(CONFIG_OP_SET)
+                    .with_value(Some(StrBytes::from_string(value.clone())))
+            })
+            .collect();
+        configs.extend(args.delete.iter().map(|key| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(key.clone()))
+                .with_config_operation(CONFIG_OP_DELETE)
+                .with_value(None)
+        }));
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TYPE_GROUP)
+                .with_resource_name(StrBytes::from_string(group.to_string()))
+                .with_configs(configs),
+        ]);
+        let response = client.send(&request).await?;
+        let result = response
+            .responses
+            .iter()
+            .find(|r| r.resource_name.as_str() == group)
+            .with_context(|| {
+                format!("the IncrementalAlterConfigs response does not mention {group:?}")
+            })?;
+        check(result.error_code, result.error_message.as_ref(), || {
+            format!("altering settings of group {group:?}")
+        })?;
+    }
+    let settings = group_settings(client, group).await?;
+    if json {
+        let configs: Vec<_> = settings
+            .iter()
+            .map(|r| json!({"name": r.name, "value": r.value, "default": r.is_default}))
+            .collect();
+        let mut out = json!({"group": group, "configs": configs});
+        if altering {
+            let set: serde_json::Map<String, serde_json::Value> = args
+                .set
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            out["configs_set"] = serde_json::Value::Object(set);
+            out["configs_deleted"] = json!(args.delete);
+        }
+        return print_json(&out);
+    }
+    let mut text = String::new();
+    if altering {
+        let mut done: Vec<String> = args.set.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        done.extend(args.delete.iter().map(|k| format!("{k} reset to default")));
+        text.push_str(&format!("altered group {group}: {}\n\n", done.join(", ")));
+    }
+    let mut table = Table::new(&["CONFIG", "VALUE", "SOURCE"]);
+    for r in settings {
+        let source = if r.is_default { "default" } else { "group" };
+        table.row(vec![r.name, r.value, source.to_string()]);
+    }
+    text.push_str(&table.render());
+    print_text(&text)
 }
 
 fn group_id(g: &str) -> GroupId {
@@ -416,6 +561,41 @@ fn parse_datetime_ms(text: &str) -> anyhow::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_takes_repeated_sets_and_deletes() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(subcommand)]
+            command: GroupCommand,
+        }
+        let t = T::try_parse_from([
+            "group",
+            "config",
+            "G",
+            "--set",
+            "consume.mode=broadcast",
+            "--set",
+            "retry.backoff.ms=1000,2000",
+            "--delete",
+            "retry.policy",
+        ])
+        .unwrap();
+        let GroupCommand::Config(args) = t.command else {
+            panic!("not config");
+        };
+        assert_eq!(args.group, "G");
+        assert_eq!(
+            args.set,
+            [
+                ("consume.mode".to_string(), "broadcast".to_string()),
+                ("retry.backoff.ms".to_string(), "1000,2000".to_string())
+            ]
+        );
+        assert_eq!(args.delete, ["retry.policy"]);
+        assert!(T::try_parse_from(["group", "config", "G", "--set", "novalue"]).is_err());
+    }
 
     #[test]
     fn datetimes_parse_as_utc_epoch_millis() {
