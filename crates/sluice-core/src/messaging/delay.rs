@@ -25,11 +25,11 @@ use std::path::Path;
 
 use parking_lot::Mutex;
 use sluice_storage::batch::{encode_records, verify_batch, RecordSpec};
-use sluice_storage::records::decode_records;
-use sluice_storage::{FlushPolicy, LogConfig, PartitionLog, ReadOutcome, VerifiedBatches};
+use sluice_storage::{PartitionLog, ReadOutcome, VerifiedBatches};
 
 use crate::error::CoreError;
 use crate::messaging::message::{decode_batch, Message, HEADER_DELIVER_AT};
+use crate::messaging::{internal_log_config, io_error, replay};
 
 /// Header naming the delay entry a delivered message came from.
 pub const HEADER_DELAY_REF: &str = "sluice-delay-ref";
@@ -82,23 +82,6 @@ pub(crate) struct Unfinished {
     pub ends: Vec<(String, i32, i64)>,
 }
 
-fn log_config() -> LogConfig {
-    LogConfig {
-        segment_bytes: 64 << 20,
-        retention_ms: -1,
-        retention_bytes: -1,
-        flush: FlushPolicy::Always,
-        ..LogConfig::default()
-    }
-}
-
-fn io(path: &Path, source: std::io::Error) -> CoreError {
-    CoreError::Storage(sluice_storage::StorageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 /// The delay store: log plus timer queue.
 pub(crate) struct DelayStore {
     log: Mutex<PartitionLog>,
@@ -118,55 +101,35 @@ impl DelayStore {
         now_ms: i64,
     ) -> Result<(Self, Option<Unfinished>), CoreError> {
         let dir = data_dir.join("internal").join("__sluice_delay").join("0");
-        let (log, _) = PartitionLog::open(&dir, log_config(), now_ms)?;
+        let (log, _) = PartitionLog::open(&dir, internal_log_config(64 << 20), now_ms)?;
         let mut pending: BTreeMap<i64, Pending> = BTreeMap::new();
         let mut settled: BTreeSet<i64> = BTreeSet::new();
         let mut committed: Vec<i64> = Vec::new();
         let mut last_intent: Option<(i64, Unfinished)> = None;
         let mut last_done_after_intent = false;
-        let mut offset = log.log_start_offset();
-        loop {
-            let slice = match log.read(offset, 1 << 20)? {
-                ReadOutcome::Data(slice) => slice,
-                ReadOutcome::AtEnd | ReadOutcome::OutOfRange { .. } => break,
-            };
-            let bytes = slice.read_bytes().map_err(|e| io(log.dir(), e))?;
-            let before = offset;
-            let mut at = 0;
-            while let Ok(h) = verify_batch(&bytes[at..]) {
-                for r in decode_records(&bytes[at..at + h.total_bytes()])? {
-                    match r.key.as_deref() {
-                        Some(KEY_ENTRY) => {
-                            if let Some(p) = entry_meta(r.offset, &r.headers) {
-                                pending.insert(r.offset, p);
-                            }
-                        }
-                        Some(KEY_DONE) | Some(KEY_RECALLED) => {
-                            settled.extend(decode_offsets(r.value.as_deref().unwrap_or_default()));
-                            if r.key.as_deref() == Some(KEY_DONE) {
-                                last_done_after_intent = true;
-                            }
-                        }
-                        Some(KEY_COMMITTED) => {
-                            committed
-                                .extend(decode_offsets(r.value.as_deref().unwrap_or_default()));
-                        }
-                        Some(KEY_INTENT) => {
-                            if let Some(u) = decode_intent(r.value.as_deref().unwrap_or_default()) {
-                                last_intent = Some((r.offset, u));
-                                last_done_after_intent = false;
-                            }
-                        }
-                        _ => {}
-                    }
+        replay(&log, &mut |r| match r.key.as_deref() {
+            Some(KEY_ENTRY) => {
+                if let Some(p) = entry_meta(r.offset, &r.headers) {
+                    pending.insert(r.offset, p);
                 }
-                offset = h.last_offset() + 1;
-                at += h.total_bytes();
             }
-            if offset == before {
-                break;
+            Some(KEY_DONE) | Some(KEY_RECALLED) => {
+                settled.extend(decode_offsets(r.value.as_deref().unwrap_or_default()));
+                if r.key.as_deref() == Some(KEY_DONE) {
+                    last_done_after_intent = true;
+                }
             }
-        }
+            Some(KEY_COMMITTED) => {
+                committed.extend(decode_offsets(r.value.as_deref().unwrap_or_default()));
+            }
+            Some(KEY_INTENT) => {
+                if let Some(u) = decode_intent(r.value.as_deref().unwrap_or_default()) {
+                    last_intent = Some((r.offset, u));
+                    last_done_after_intent = false;
+                }
+            }
+            _ => {}
+        })?;
         for s in &settled {
             pending.remove(s);
         }
@@ -317,7 +280,7 @@ impl DelayStore {
             ReadOutcome::Data(slice) => slice,
             _ => return Err(missing()),
         };
-        let bytes = slice.read_bytes().map_err(|e| io(log.dir(), e))?;
+        let bytes = slice.read_bytes().map_err(|e| io_error(log.dir(), e))?;
         let h = verify_batch(&bytes)?;
         decode_batch("", 0, &bytes[..h.total_bytes()])?
             .into_iter()

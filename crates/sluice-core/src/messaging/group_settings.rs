@@ -16,12 +16,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use parking_lot::{Mutex, RwLock};
-use sluice_storage::batch::{encode_records, verify_batch, RecordSpec};
-use sluice_storage::records::decode_records;
-use sluice_storage::{FlushPolicy, LogConfig, PartitionLog, ReadOutcome, VerifiedBatches};
+use sluice_storage::batch::{encode_records, RecordSpec};
+use sluice_storage::{PartitionLog, VerifiedBatches};
 
 use crate::error::CoreError;
-use crate::messaging::RETRY_BACKOFF_MS;
+use crate::messaging::{internal_log_config, replay, RETRY_BACKOFF_MS};
 use crate::names::validate_group_name;
 use crate::ConfigChange;
 
@@ -384,23 +383,6 @@ fn join_ms(steps: &[i64]) -> String {
         .join(",")
 }
 
-fn log_config() -> LogConfig {
-    LogConfig {
-        segment_bytes: 16 << 20,
-        retention_ms: -1,
-        retention_bytes: -1,
-        flush: FlushPolicy::Always,
-        ..LogConfig::default()
-    }
-}
-
-fn io(path: &Path, source: std::io::Error) -> CoreError {
-    CoreError::Storage(sluice_storage::StorageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 /// The durable settings of every group.
 pub struct GroupSettingsStore {
     /// Held while a change is written, so changes of one group apply in order.
@@ -424,36 +406,19 @@ impl GroupSettingsStore {
             .join("internal")
             .join("__sluice_group_settings")
             .join("0");
-        let (log, _) = PartitionLog::open(&dir, log_config(), now_ms)?;
+        let (log, _) = PartitionLog::open(&dir, internal_log_config(16 << 20), now_ms)?;
         let mut last: BTreeMap<String, Option<String>> = BTreeMap::new();
-        let mut offset = log.log_start_offset();
-        loop {
-            let slice = match log.read(offset, 1 << 20)? {
-                ReadOutcome::Data(slice) => slice,
-                ReadOutcome::AtEnd | ReadOutcome::OutOfRange { .. } => break,
+        replay(&log, &mut |r| {
+            let Some(key) = r.key.as_deref() else {
+                return;
             };
-            let bytes = slice.read_bytes().map_err(|e| io(log.dir(), e))?;
-            let before = offset;
-            let mut at = 0;
-            while let Ok(h) = verify_batch(&bytes[at..]) {
-                for r in decode_records(&bytes[at..at + h.total_bytes()])? {
-                    let Some(key) = r.key.as_deref() else {
-                        continue;
-                    };
-                    let group = String::from_utf8_lossy(key).into_owned();
-                    let value = r
-                        .value
-                        .as_deref()
-                        .map(|v| String::from_utf8_lossy(v).into_owned());
-                    last.insert(group, value);
-                }
-                offset = h.last_offset() + 1;
-                at += h.total_bytes();
-            }
-            if offset == before {
-                break;
-            }
-        }
+            let group = String::from_utf8_lossy(key).into_owned();
+            let value = r
+                .value
+                .as_deref()
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            last.insert(group, value);
+        })?;
         let mut groups = HashMap::new();
         for (group, value) in last {
             let Some(text) = value else { continue };

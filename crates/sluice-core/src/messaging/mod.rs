@@ -53,6 +53,54 @@ pub struct MessagingConfig {
     pub transaction_max_checks: u32,
 }
 
+/// Settings of the broker's internal logs (delay log, group settings): every
+/// append fsynced, nothing ever removed by retention.
+pub(crate) fn internal_log_config(segment_bytes: u64) -> sluice_storage::LogConfig {
+    sluice_storage::LogConfig {
+        segment_bytes,
+        retention_ms: -1,
+        retention_bytes: -1,
+        flush: sluice_storage::FlushPolicy::Always,
+        ..sluice_storage::LogConfig::default()
+    }
+}
+
+/// A file error of an internal log, named after its directory.
+pub(crate) fn io_error(path: &std::path::Path, source: std::io::Error) -> CoreError {
+    CoreError::Storage(sluice_storage::StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Shows every record of an internal log to `visit`, oldest first (replay at
+/// start-up). Reading stops at the first batch that does not verify.
+pub(crate) fn replay(
+    log: &sluice_storage::PartitionLog,
+    visit: &mut dyn FnMut(sluice_storage::records::DecodedRecord),
+) -> Result<(), CoreError> {
+    let mut offset = log.log_start_offset();
+    loop {
+        let slice = match log.read(offset, 1 << 20)? {
+            sluice_storage::ReadOutcome::Data(slice) => slice,
+            _ => return Ok(()),
+        };
+        let bytes = slice.read_bytes().map_err(|e| io_error(log.dir(), e))?;
+        let before = offset;
+        let mut at = 0;
+        while let Ok(h) = sluice_storage::batch::verify_batch(&bytes[at..]) {
+            for r in sluice_storage::records::decode_records(&bytes[at..at + h.total_bytes()])? {
+                visit(r);
+            }
+            offset = h.last_offset() + 1;
+            at += h.total_bytes();
+        }
+        if offset == before {
+            return Ok(());
+        }
+    }
+}
+
 /// How far in the past a delivery time may lie (client clocks differ); earlier
 /// ones are refused, later ones are delivered at once.
 pub const DELIVERY_TIME_TOLERANCE_MS: i64 = 60_000;
@@ -164,14 +212,20 @@ impl Messaging {
         work: impl FnOnce(&DelayStore) -> Result<T, CoreError> + Send + 'static,
     ) -> Result<T, CoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || work(&this.inner.delay))
-            .await
-            .map_err(|e| {
-                CoreError::Storage(sluice_storage::StorageError::Io {
-                    path: self.inner.broker.config().data_dir.clone(),
-                    source: std::io::Error::other(e),
-                })
-            })?
+        self.blocking(move || work(&this.inner.delay)).await
+    }
+
+    /// Runs file work (reads, fsyncs) on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, CoreError> + Send + 'static,
+    ) -> Result<T, CoreError> {
+        tokio::task::spawn_blocking(work).await.map_err(|e| {
+            io_error(
+                &self.inner.broker.config().data_dir,
+                std::io::Error::other(e),
+            )
+        })?
     }
 
     /// The settings in force.
@@ -198,14 +252,8 @@ impl Messaging {
         validate_only: bool,
     ) -> Result<(), CoreError> {
         let (store, group) = (self.inner.group_settings.clone(), group.to_string());
-        tokio::task::spawn_blocking(move || store.alter(&group, &changes, validate_only, now_ms()))
+        self.blocking(move || store.alter(&group, &changes, validate_only, now_ms()))
             .await
-            .map_err(|e| {
-                CoreError::Storage(sluice_storage::StorageError::Io {
-                    path: self.inner.broker.config().data_dir.clone(),
-                    source: std::io::Error::other(e),
-                })
-            })?
     }
 
     /// A consumer announced its subscription: in a broadcast group its queues

@@ -6,34 +6,21 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DescribeConfigsRequest, DescribeGroupsRequest, GroupId,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
+    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetCommitRequest,
+    OffsetFetchRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
 use super::client::{check, Client};
+use super::configs::{self, CONFIG_SOURCE_DEFAULT, RESOURCE_TYPE_GROUP};
 use super::metadata::{self, topic_name, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 use super::output::{print_json, print_text, Table};
 use super::{parse_key_value, CommonArgs};
-
-/// Config resource type of a group (DescribeConfigs, IncrementalAlterConfigs),
-/// as Kafka 4 numbers it.
-const RESOURCE_TYPE_GROUP: i8 = 32;
-/// IncrementalAlterConfigs operation: set a value.
-const CONFIG_OP_SET: i8 = 0;
-/// IncrementalAlterConfigs operation: revert to the default.
-const CONFIG_OP_DELETE: i8 = 1;
-/// DescribeConfigs source of a default value.
-const CONFIG_SOURCE_DEFAULT: i8 = 5;
 
 /// Group subcommands.
 #[derive(Subcommand, Debug)]
@@ -123,31 +110,14 @@ struct SettingRow {
 
 /// Every setting of a group, in the broker's order.
 async fn group_settings(client: &mut Client, group: &str) -> anyhow::Result<Vec<SettingRow>> {
-    let request =
-        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-            .with_resource_type(RESOURCE_TYPE_GROUP)
-            .with_resource_name(StrBytes::from_string(group.to_string()))
-            .with_configuration_keys(None)]);
-    let response = client.send(&request).await?;
-    let result = response
-        .results
-        .iter()
-        .find(|r| r.resource_name.as_str() == group)
-        .with_context(|| format!("the DescribeConfigs response does not mention {group:?}"))?;
-    check(result.error_code, result.error_message.as_ref(), || {
-        format!("describing settings of group {group:?}")
-    })?;
-    Ok(result
-        .configs
-        .iter()
+    let what = format!("group {group:?}");
+    let rows = configs::describe(client, RESOURCE_TYPE_GROUP, group, &what).await?;
+    Ok(rows
+        .into_iter()
         .map(|c| SettingRow {
-            name: c.name.as_str().to_string(),
-            value: c
-                .value
-                .as_ref()
-                .map(|v| v.as_str().to_string())
-                .unwrap_or_default(),
-            is_default: c.config_source == CONFIG_SOURCE_DEFAULT,
+            name: c.name,
+            value: c.value.unwrap_or_default(),
+            is_default: c.source == CONFIG_SOURCE_DEFAULT,
         })
         .collect())
 }
@@ -158,39 +128,16 @@ async fn config(client: &mut Client, json: bool, args: &ConfigArgs) -> anyhow::R
     let group = args.group.as_str();
     let altering = !args.set.is_empty() || !args.delete.is_empty();
     if altering {
-        let mut configs: Vec<AlterableConfig> = args
-            .set
-            .iter()
-            .map(|(key, value)| {
-                AlterableConfig::default()
-                    .with_name(StrBytes::from_string(key.clone()))
-                    .with_config_operation(CONFIG_OP_SET)
-                    .with_value(Some(StrBytes::from_string(value.clone())))
-            })
-            .collect();
-        configs.extend(args.delete.iter().map(|key| {
-            AlterableConfig::default()
-                .with_name(StrBytes::from_string(key.clone()))
-                .with_config_operation(CONFIG_OP_DELETE)
-                .with_value(None)
-        }));
-        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
-            AlterConfigsResource::default()
-                .with_resource_type(RESOURCE_TYPE_GROUP)
-                .with_resource_name(StrBytes::from_string(group.to_string()))
-                .with_configs(configs),
-        ]);
-        let response = client.send(&request).await?;
-        let result = response
-            .responses
-            .iter()
-            .find(|r| r.resource_name.as_str() == group)
-            .with_context(|| {
-                format!("the IncrementalAlterConfigs response does not mention {group:?}")
-            })?;
-        check(result.error_code, result.error_message.as_ref(), || {
-            format!("altering settings of group {group:?}")
-        })?;
+        let what = format!("group {group:?}");
+        configs::alter(
+            client,
+            RESOURCE_TYPE_GROUP,
+            group,
+            &what,
+            &args.set,
+            &args.delete,
+        )
+        .await?;
     }
     let settings = group_settings(client, group).await?;
     if json {

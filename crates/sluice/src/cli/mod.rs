@@ -1,6 +1,7 @@
 //! The command-line client: topic administration, produce and consume over the Kafka protocol.
 
 mod client;
+mod configs;
 mod consume;
 mod dlq;
 mod group;

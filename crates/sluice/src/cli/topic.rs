@@ -7,32 +7,18 @@ use clap::{Args, Subcommand};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
-use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
-use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest,
-};
+use kafka_protocol::messages::{CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest};
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
 use super::client::{check, Client};
+use super::configs::{self, RESOURCE_TYPE_TOPIC};
 use super::metadata::{self, topic_name, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 use super::output::{join_ids, print_json, print_text, Table};
 use super::{parse_key_value, CommonArgs};
 
 /// How long the broker may take to create, delete or grow topics.
 const ADMIN_TIMEOUT_MS: i32 = 30_000;
-
-/// Config resource type of a topic (DescribeConfigs, IncrementalAlterConfigs).
-const RESOURCE_TYPE_TOPIC: i8 = 2;
-
-/// IncrementalAlterConfigs operation: set a value.
-const CONFIG_OP_SET: i8 = 0;
-/// IncrementalAlterConfigs operation: revert to the default.
-const CONFIG_OP_DELETE: i8 = 1;
 
 /// Topic subcommands.
 #[derive(Subcommand, Debug)]
@@ -245,30 +231,9 @@ async fn describe_configs(
     client: &mut Client,
     name: &str,
 ) -> anyhow::Result<BTreeMap<String, Option<String>>> {
-    let request =
-        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-            .with_resource_type(RESOURCE_TYPE_TOPIC)
-            .with_resource_name(StrBytes::from_string(name.to_string()))
-            .with_configuration_keys(None)]);
-    let response = client.send(&request).await?;
-    let result = response
-        .results
-        .iter()
-        .find(|r| r.resource_name.as_str() == name)
-        .ok_or_else(|| anyhow!("the DescribeConfigs response does not mention {name:?}"))?;
-    check(result.error_code, result.error_message.as_ref(), || {
-        format!("describing configs of topic {name:?}")
-    })?;
-    Ok(result
-        .configs
-        .iter()
-        .map(|c| {
-            (
-                c.name.as_str().to_string(),
-                c.value.as_ref().map(|v| v.as_str().to_string()),
-            )
-        })
-        .collect())
+    let what = format!("topic {name:?}");
+    let rows = configs::describe(client, RESOURCE_TYPE_TOPIC, name, &what).await?;
+    Ok(rows.into_iter().map(|r| (r.name, r.value)).collect())
 }
 
 async fn delete(client: &mut Client, json: bool, name: &str) -> anyhow::Result<()> {
@@ -331,39 +296,16 @@ async fn alter(client: &mut Client, json: bool, args: &AlterArgs) -> anyhow::Res
         done.push(format!("partitions: {count}"));
     }
     if !args.config.is_empty() || !args.delete_config.is_empty() {
-        let mut configs: Vec<AlterableConfig> = args
-            .config
-            .iter()
-            .map(|(key, value)| {
-                AlterableConfig::default()
-                    .with_name(StrBytes::from_string(key.clone()))
-                    .with_config_operation(CONFIG_OP_SET)
-                    .with_value(Some(StrBytes::from_string(value.clone())))
-            })
-            .collect();
-        configs.extend(args.delete_config.iter().map(|key| {
-            AlterableConfig::default()
-                .with_name(StrBytes::from_string(key.clone()))
-                .with_config_operation(CONFIG_OP_DELETE)
-                .with_value(None)
-        }));
-        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
-            AlterConfigsResource::default()
-                .with_resource_type(RESOURCE_TYPE_TOPIC)
-                .with_resource_name(StrBytes::from_string(name.to_string()))
-                .with_configs(configs),
-        ]);
-        let response = client.send(&request).await?;
-        let result = response
-            .responses
-            .iter()
-            .find(|r| r.resource_name.as_str() == name)
-            .ok_or_else(|| {
-                anyhow!("the IncrementalAlterConfigs response does not mention {name:?}")
-            })?;
-        check(result.error_code, result.error_message.as_ref(), || {
-            format!("altering configs of topic {name:?}")
-        })?;
+        let what = format!("topic {name:?}");
+        configs::alter(
+            client,
+            RESOURCE_TYPE_TOPIC,
+            name,
+            &what,
+            &args.config,
+            &args.delete_config,
+        )
+        .await?;
         done.extend(args.config.iter().map(|(k, v)| format!("{k}={v}")));
         done.extend(
             args.delete_config
