@@ -1414,7 +1414,9 @@ impl Broker {
     pub fn flush_all(&self) -> Result<(), CoreError> {
         let now = now_ms();
         for p in self.all_partitions() {
-            p.replica.log().flush(now)?;
+            let log = p.replica.log();
+            log.write_summaries();
+            log.flush(now)?;
         }
         Ok(())
     }

@@ -149,18 +149,21 @@ impl ProducerStates {
         });
     }
 
-    /// Forgets `header`'s batch when it is its producer's newest (it was
-    /// recorded, then could not be stored), so a retry of it is not taken for a
-    /// duplicate.
+    /// Forgets `header`'s batch (it was recorded, then could not be stored), so
+    /// a retry of it is not taken for a duplicate. A producer left without
+    /// batches is forgotten too, so its retry is accepted whatever its sequence.
     pub fn forget(&mut self, header: &BatchHeader) {
-        if let Some(p) = self.producers.get_mut(&header.producer_id) {
-            if p.epoch == header.producer_epoch
-                && p.batches.back().is_some_and(|b| {
-                    b.first_seq == header.base_sequence && b.last_seq == header.last_sequence()
-                })
-            {
-                p.batches.pop_back();
-            }
+        let Some(p) = self.producers.get_mut(&header.producer_id) else {
+            return;
+        };
+        if p.epoch != header.producer_epoch {
+            return;
+        }
+        p.batches.retain(|b| {
+            b.first_seq != header.base_sequence || b.last_seq != header.last_sequence()
+        });
+        if p.batches.is_empty() {
+            self.producers.remove(&header.producer_id);
         }
     }
 }
@@ -231,13 +234,17 @@ mod tests {
         ));
         s.forget(&h);
         assert_eq!(s.check(&h).unwrap(), SequenceCheck::Append);
-        // Only the newest batch is forgotten.
+        // A batch behind a newer one is forgotten as well.
         s.record(&h);
-        s.forget(&header(7, 0, 0, 2, -1));
-        assert!(matches!(
-            s.check(&header(7, 0, 0, 2, -1)).unwrap(),
-            SequenceCheck::Duplicate { .. }
-        ));
+        s.record(&header(7, 0, 3, 1, 5));
+        s.forget(&h);
+        assert!(!matches!(s.check(&h), Ok(SequenceCheck::Duplicate { .. })));
+        // A producer left without batches is forgotten: any sequence is new.
+        let mut s = ProducerStates::default();
+        let first = header(8, 0, 57, 1, -1);
+        s.record(&first);
+        s.forget(&first);
+        assert_eq!(s.check(&first).unwrap(), SequenceCheck::Append);
     }
 
     #[test]

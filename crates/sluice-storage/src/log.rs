@@ -589,6 +589,14 @@ impl PartitionLog {
         }
     }
 
+    /// Writes buffered batch summaries to the page cache (at a clean shutdown;
+    /// a crash loses them, which only costs readers a decode).
+    pub fn write_summaries(&self) {
+        if let Some(active) = self.inner.lock().segments.last_mut() {
+            active.write_summaries();
+        }
+    }
+
     /// Summaries of the batches that start in `[from, to)`, as (base offset,
     /// summary), at most `max`. A batch without a summary (written before a
     /// crash, or by [`VerifiedBatches::new`]) is left out: a reader must decode it.

@@ -54,6 +54,17 @@ fn write_all_vectored_at(
 }
 
 /// File name of the segment starting at `base_offset`, zero-padded so names sort.
+/// A summary file, or `None` (logged) when it could not be opened: summaries
+/// are a hint, and a log without them is only slower to filter.
+fn hint(log_path: &Path, opened: Result<SummaryFile, StorageError>) -> Option<SummaryFile> {
+    opened
+        .map_err(|e| {
+            tracing::warn!(segment = %log_path.display(), error = %e,
+                "batch summaries unavailable for this segment")
+        })
+        .ok()
+}
+
 pub(crate) fn log_file_name(base_offset: i64) -> String {
     format!("{base_offset:020}.log")
 }
@@ -72,8 +83,9 @@ pub(crate) struct Segment {
     pub file: Arc<File>,
     index: SegmentIndex,
     bytes_since_index: u64,
-    /// Per-batch summaries, a hint beside the log (see [`crate::summary`]).
-    summary: SummaryFile,
+    /// Per-batch summaries, a hint beside the log (see [`crate::summary`]);
+    /// `None` when the file could not be opened (the log works on without).
+    summary: Option<SummaryFile>,
 }
 
 /// Outcome of scanning a segment file.
@@ -148,7 +160,7 @@ impl Segment {
             .at(&path)?;
         let (mut index, _) = SegmentIndex::open(&path, 0)?;
         index.clear()?;
-        let summary = SummaryFile::create(&path)?;
+        let summary = hint(&path, SummaryFile::create(&path));
         Ok(Segment {
             base_offset,
             next_offset: base_offset,
@@ -185,8 +197,6 @@ impl Segment {
             .at(path)?;
         let file_bytes = file.metadata().at(path)?.len();
         let (index, consistent) = SegmentIndex::open(path, file_bytes.max(1))?;
-        // Replaced below once the segment's end is known.
-        let summary = SummaryFile::open(path, u64::from(u32::MAX) + 1)?;
         let mut segment = Segment {
             base_offset,
             next_offset: base_offset,
@@ -197,13 +207,14 @@ impl Segment {
             file: Arc::new(file),
             index,
             bytes_since_index: 0,
-            summary,
+            // Opened below, once the segment's end is known.
+            summary: None,
         };
         if !tail && consistent && file_bytes > 0 {
             if let Some(next) = next_offset_hint {
                 segment.next_offset = next;
                 segment.max_timestamp = segment.scan_max_timestamp_from_last_entry()?;
-                segment.summary = SummaryFile::open(path, segment.relative_end())?;
+                segment.summary = hint(path, SummaryFile::open(path, segment.relative_end()));
                 return Ok((segment, 0));
             }
         }
@@ -222,7 +233,7 @@ impl Segment {
             segment.file.sync_all().at(path)?;
         }
         segment.size = scan.valid_bytes;
-        segment.summary = SummaryFile::open(path, segment.relative_end())?;
+        segment.summary = hint(path, SummaryFile::open(path, segment.relative_end()));
         if let Some(ts) = scan.first_timestamp {
             segment.created_ms = ts.min(now_ms);
         }
@@ -367,7 +378,10 @@ impl Segment {
         self.size = position;
         for (header, summary) in headers.iter().zip(summaries) {
             let relative = (header.base_offset - self.base_offset) as u32;
-            if let Err(e) = self.summary.push(relative, *summary) {
+            let Some(file) = self.summary.as_mut() else {
+                break;
+            };
+            if let Err(e) = file.push(relative, *summary) {
                 // Only a hint: readers of a batch without one decode it.
                 tracing::warn!(segment = %self.path.display(), error = %e,
                     "writing batch summaries failed");
@@ -385,8 +399,10 @@ impl Segment {
         max: usize,
     ) -> Result<Vec<(i64, u64)>, StorageError> {
         let relative = |o: i64| u32::try_from((o - self.base_offset).max(0)).unwrap_or(u32::MAX);
-        Ok(self
-            .summary
+        let Some(file) = &self.summary else {
+            return Ok(Vec::new());
+        };
+        Ok(file
             .range(relative(from), relative(to), max)?
             .into_iter()
             .map(|(rel, s)| (self.base_offset + i64::from(rel), s))
@@ -396,7 +412,7 @@ impl Segment {
     /// Writes buffered summaries to the page cache (when the segment is sealed
     /// or the log closes); a failure is logged, as summaries are only a hint.
     pub fn write_summaries(&mut self) {
-        if let Err(e) = self.summary.write_pending() {
+        if let Some(Err(e)) = self.summary.as_mut().map(SummaryFile::write_pending) {
             tracing::warn!(segment = %self.path.display(), error = %e,
                 "writing batch summaries failed");
         }
@@ -448,7 +464,7 @@ impl Segment {
     pub fn remove_files(&self) -> Result<(), StorageError> {
         std::fs::remove_file(&self.path).at(&self.path)?;
         self.index.remove_files()?;
-        self.summary.remove_file()
+        SummaryFile::remove_file(&self.path)
     }
 }
 

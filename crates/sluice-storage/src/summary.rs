@@ -112,7 +112,10 @@ impl SummaryFile {
             }
         }
         if whole * ENTRY_BYTES as u64 != len {
+            // Synced, so that after a second crash no cut entry comes back to
+            // name an offset that new batches reuse.
             file.set_len(whole * ENTRY_BYTES as u64).at(&path)?;
+            file.sync_data().at(&path)?;
         }
         Ok(SummaryFile {
             path,
@@ -143,11 +146,14 @@ impl SummaryFile {
             return Ok(());
         }
         let bytes = self.pending.concat();
+        let count = self.pending.len() as u64;
+        // Written or not, the buffer is emptied: entries are hints, and a
+        // failing disk must not make it grow.
+        self.pending.clear();
         self.file
             .write_all_at(&bytes, self.on_disk * ENTRY_BYTES as u64)
             .at(&self.path)?;
-        self.on_disk += self.pending.len() as u64;
-        self.pending.clear();
+        self.on_disk += count;
         Ok(())
     }
 
@@ -210,10 +216,11 @@ impl SummaryFile {
         Ok(out)
     }
 
-    /// Deletes the file.
-    pub fn remove_file(&self) -> Result<(), StorageError> {
-        match std::fs::remove_file(&self.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(&self.path),
+    /// Deletes the summary file of a segment, if there is one.
+    pub fn remove_file(log_path: &Path) -> Result<(), StorageError> {
+        let path = log_path.with_extension("summary");
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(&path),
             _ => Ok(()),
         }
     }

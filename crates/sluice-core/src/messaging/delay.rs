@@ -243,9 +243,13 @@ impl DelayStore {
     }
 
     /// Number of pending messages.
-    #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
         self.queue.lock().len()
+    }
+
+    /// Pending messages this store keeps at most.
+    pub(crate) fn pending_max(&self) -> usize {
+        self.pending_max
     }
 
     /// Up to `max` due messages, read back from the log (not yet removed).

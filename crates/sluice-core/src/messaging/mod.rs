@@ -294,8 +294,21 @@ impl Messaging {
         deliver_at: Option<i64>,
     ) -> Result<Sent, CoreError> {
         message.validate()?;
+        self.check_delivery_time(deliver_at, now_ms())?;
+        self.store(topic, partition, message, deliver_at).await
+    }
+
+    /// [`Messaging::send`] of a message already validated, with a delivery
+    /// time already checked: kept back when it is still in the future,
+    /// appended otherwise.
+    async fn store(
+        &self,
+        topic: &str,
+        partition: i32,
+        message: &Message,
+        deliver_at: Option<i64>,
+    ) -> Result<Sent, CoreError> {
         let now = now_ms();
-        self.check_delivery_time(deliver_at, now)?;
         if let Some(at) = deliver_at.filter(|at| *at > now) {
             return self.schedule(topic, partition, message, at).await;
         }

@@ -71,9 +71,11 @@ impl Messaging {
     /// Verifies and stores a producer's record batches for one partition.
     /// Batches without delivery-time headers are appended at once (the common
     /// case costs nothing more: the headers are spotted while the records are
-    /// validated). Otherwise every record is decoded and checked first, so a bad
-    /// header or delivery time refuses the whole request with nothing stored;
-    /// then the records are scheduled or appended one by one, in order.
+    /// validated). Otherwise every record is decoded and checked first (its
+    /// delivery time, its headers as message properties, room in the delay
+    /// store), so bad input refuses the whole request with nothing stored; then
+    /// a task of its own schedules or appends the records one by one, in
+    /// request order. Must be called within a tokio runtime.
     pub fn produce_append(
         &self,
         topic: &str,
@@ -95,8 +97,19 @@ impl Messaging {
             for record in decode_records(batch)? {
                 let deliver_at = delivery_time(&record, now)?;
                 self.check_delivery_time(deliver_at, now)?;
-                plan.push((Message::from_record(&record), deliver_at));
+                let message = Message::from_record(&record);
+                message.validate()?;
+                plan.push((message, deliver_at));
             }
+        }
+        let delayed = plan.iter().filter(|(_, at)| at.is_some()).count();
+        let delay = &self.inner.delay;
+        if delay.pending().saturating_add(delayed) > delay.pending_max() {
+            return Err(CoreError::InvalidRequest(format!(
+                "{} delayed messages are pending; {delayed} more would exceed the {} this broker keeps",
+                delay.pending(),
+                delay.pending_max()
+            )));
         }
         let (log_start_offset, _) = broker.partition_offsets(topic, partition)?;
         let taken = match broker.divert_checked(checked)? {
@@ -114,12 +127,15 @@ impl Messaging {
             }
             Diverted::Taken(taken) => taken,
         };
+        // Stored by a task of its own, started now: the producer's sequence is
+        // already counted, so the records must be stored (or the count undone)
+        // even when nobody waits for the answer any more (connection gone).
         let this = self.clone();
         let topic = topic.to_string();
-        Ok(ClientProduce::Scheduled(Box::pin(async move {
+        let storing = tokio::spawn(async move {
             let mut durability = Durability::Fsynced;
             for (message, deliver_at) in &plan {
-                match this.send(&topic, partition, message, *deliver_at).await {
+                match this.store(&topic, partition, message, *deliver_at).await {
                     Ok(sent) => {
                         if sent.durability == Durability::PageCache {
                             durability = Durability::PageCache;
@@ -140,6 +156,11 @@ impl Messaging {
                 durability,
                 duplicate: false,
             })
+        });
+        Ok(ClientProduce::Scheduled(Box::pin(async move {
+            storing.await.map_err(|e| {
+                CoreError::InvalidRequest(format!("storing delayed records failed: {e}"))
+            })?
         })))
     }
 }

@@ -536,8 +536,9 @@ impl SharedSubscriptions {
             let summaries: HashMap<i64, u64> = if req.filter.may_match_summary(0) {
                 HashMap::new()
             } else {
+                let end = batches_end(&bytes).min(high_watermark);
                 broker
-                    .batch_summaries(topic, partition, q.next, high_watermark, SUMMARIES_PER_READ)?
+                    .batch_summaries(topic, partition, q.next, end, SUMMARIES_PER_READ)?
                     .into_iter()
                     .collect()
             };
@@ -822,6 +823,20 @@ fn load_queue(broker: &Broker, key: &QueueKey, q: &mut Queue) -> Result<(i64, i6
         q.loaded = true;
     }
     Ok((log_start, high_watermark))
+}
+
+/// The offset after the last whole batch in `bytes` (0 when there is none).
+fn batches_end(bytes: &[u8]) -> i64 {
+    let mut at = 0usize;
+    let mut end = 0;
+    while let Ok(header) = sluice_storage::BatchHeader::parse(&bytes[at..]) {
+        if at + header.total_bytes() > bytes.len() {
+            break;
+        }
+        end = header.last_offset() + 1;
+        at += header.total_bytes();
+    }
+    end
 }
 
 /// The bytes of a read, with a failure named after the topic.
