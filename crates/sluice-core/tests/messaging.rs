@@ -165,7 +165,12 @@ async fn malformed_delivery_headers_store_nothing() {
     }
     // Headers that cannot be message properties are refused up front too.
     let soon = (now_ms() + 60_000).to_string();
-    let mut records = batch(1, "ok", &[("sluice-deliver-at", soon.as_str())], (-1, -1, -1));
+    let mut records = batch(
+        1,
+        "ok",
+        &[("sluice-deliver-at", soon.as_str())],
+        (-1, -1, -1),
+    );
     records.extend(batch(1, "bad", &[("", "x")], (-1, -1, -1)));
     let err = produce(&messaging, &records).await.unwrap_err();
     assert!(matches!(err, CoreError::InvalidMessage(_)), "{err}");

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -15,8 +15,6 @@ use serde_json::Value;
 
 /// Upper bound on the broker accepting connections after start.
 const BROKER_START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Brokers started before giving up on finding a free port.
-const START_ATTEMPTS_MAX: usize = 3;
 /// Upper bound on any one CLI invocation.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -28,34 +26,21 @@ struct Broker {
 }
 
 impl Broker {
-    /// Starts a broker on a free port; tries another port if the chosen one was taken
-    /// between picking it and the broker binding it.
+    /// Starts a broker on a port the system picks.
     fn start() -> Broker {
         Broker::start_with(&[])
     }
 
     /// Starts a broker with extra `sluice serve` flags.
     fn start_with(extra: &[&str]) -> Broker {
-        let mut failures = Vec::new();
-        for _ in 0..START_ATTEMPTS_MAX {
-            match Broker::try_start(extra) {
-                Ok(broker) => return broker,
-                Err(failure) if failure.contains("Address already in use") => {
-                    failures.push(failure)
-                }
-                Err(failure) => panic!("{failure}"),
-            }
-        }
-        panic!(
-            "no free port after {START_ATTEMPTS_MAX} attempts:\n{}",
-            failures.join("\n")
-        );
+        Broker::try_start(extra).unwrap_or_else(|failure| panic!("{failure}"))
     }
 
     fn try_start(extra: &[&str]) -> Result<Broker, String> {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        // The system picks the port and the broker logs it: a port picked here
+        // beforehand could be taken meanwhile by another test's listener.
+        let addr = String::from("127.0.0.1:0");
         let log_path = data_dir.path().join("broker.log");
         let log = std::fs::File::create(&log_path).expect("broker log file");
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -81,8 +66,17 @@ impl Broker {
     fn wait_until_listening(&mut self, log_path: &Path) -> Result<(), String> {
         let deadline = Instant::now() + BROKER_START_TIMEOUT;
         loop {
-            if TcpStream::connect(&self.addr).is_ok() {
-                return Ok(());
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            let listening = log
+                .lines()
+                .filter(|l| l.contains("sluice broker listening"))
+                .flat_map(str::split_whitespace)
+                .find_map(|w| w.strip_prefix("kafka_listen="));
+            if let Some(addr) = listening {
+                self.addr = addr.to_string();
+                if TcpStream::connect(&self.addr).is_ok() {
+                    return Ok(());
+                }
             }
             let exited = self.child.try_wait().expect("try_wait on broker");
             if exited.is_some() || Instant::now() >= deadline {
@@ -145,11 +139,6 @@ struct Output {
     status: ExitStatus,
     stdout: String,
     stderr: String,
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
 }
 
 /// Runs the sluice binary, feeding `stdin`, killing it after [`COMMAND_TIMEOUT`].

@@ -1,14 +1,18 @@
 //! `sluice serve` as a child process: start-up with embedded defaults, a forged
 //! request that once could abort the process, and a clean shutdown on SIGTERM.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 struct Server {
     child: Child,
     port: u16,
+    /// The broker's stderr so far, read by `log_reader`.
+    log: Arc<Mutex<String>>,
+    log_reader: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -19,23 +23,27 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+impl Server {
+    /// Everything the broker logged, once it has exited.
+    fn final_log(&mut self) -> String {
+        if let Some(reader) = self.log_reader.take() {
+            reader.join().unwrap();
+        }
+        self.log.lock().unwrap().clone()
+    }
 }
 
+/// Starts a broker on ports the system picks (a port chosen beforehand could be
+/// taken meanwhile by another test's listener) and learns its Kafka port from
+/// its "listening" log line.
 fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("serve")
         .arg("--data-dir")
         .arg(dir.path())
         .arg("--kafka-listen")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg("127.0.0.1:0")
         .arg("--http-listen")
         .arg("127.0.0.1:0")
         .arg("--grpc-listen")
@@ -44,14 +52,39 @@ fn start() -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (port_tx, port_rx) = mpsc::channel();
+    let log_reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(port) = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("kafka_listen=127.0.0.1:"))
+                    .and_then(|p| p.parse::<u16>().ok())
+                {
+                    let _ = port_tx.send(port);
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    let port = match port_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(port) => port,
+        Err(_) => panic!(
+            "broker did not start listening; log:\n{}",
+            log.lock().unwrap()
+        ),
+    };
     Server {
         child,
         port,
+        log,
+        log_reader: Some(log_reader),
         _dir: dir,
     }
 }
@@ -100,14 +133,7 @@ fn sigterm_shuts_down_cleanly() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let status = server.child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
-    let mut log = String::new();
-    server
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = server.final_log();
     assert!(log.contains("sluice broker listening"), "{log}");
     assert!(log.contains("stopped cleanly"), "{log}");
 }
