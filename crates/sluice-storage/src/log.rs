@@ -582,11 +582,8 @@ impl PartitionLog {
     /// Refuses every later write, flush, roll and retention pass. Call before the
     /// directory is moved or deleted while other handles may still exist.
     pub fn close(&self) {
-        let mut inner = self.inner.lock();
-        inner.closed = true;
-        if let Some(active) = inner.segments.last_mut() {
-            active.write_summaries();
-        }
+        self.write_summaries();
+        self.inner.lock().closed = true;
     }
 
     /// Writes buffered batch summaries to the page cache (at a clean shutdown;

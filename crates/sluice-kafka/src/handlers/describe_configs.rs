@@ -42,6 +42,38 @@ fn config_type(name: &str) -> i8 {
     }
 }
 
+/// One described entry: name, value, config source, config type.
+type Described = (String, String, i8, i8);
+
+/// The entries the request asked for (all when it named no keys), or the
+/// error that kept the resource from being described.
+fn described(
+    result: DescribeConfigsResult,
+    keys: Option<&Vec<kafka_protocol::protocol::StrBytes>>,
+    entries: Result<Vec<Described>, sluice_core::CoreError>,
+) -> DescribeConfigsResult {
+    match entries {
+        Ok(entries) => result.with_configs(
+            entries
+                .into_iter()
+                .filter(|(name, ..)| {
+                    keys.is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+                })
+                .map(|(name, value, source, config_type)| {
+                    DescribeConfigsResourceResult::default()
+                        .with_name(s(name))
+                        .with_value(Some(s(value)))
+                        .with_config_source(source)
+                        .with_config_type(config_type)
+                })
+                .collect(),
+        ),
+        Err(e) => result
+            .with_error_code(error_code(&e))
+            .with_error_message(Some(s(e.to_string()))),
+    }
+}
+
 pub(crate) fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let results = req
         .resources
@@ -50,62 +82,42 @@ pub(crate) fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> DescribeConfigsR
             let result = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
+            let name = r.resource_name.as_str();
+            let keys = r.configuration_keys.as_ref();
             match r.resource_type {
                 RESOURCE_TOPIC => {
-                    match ctx.broker.describe_topic_config(r.resource_name.as_str()) {
-                        Ok(entries) => result.with_configs(
-                            entries
-                                .into_iter()
-                                .filter(|e| {
-                                    r.configuration_keys.as_ref().is_none_or(|keys| {
-                                        keys.iter().any(|k| k.as_str() == e.name)
-                                    })
-                                })
-                                .map(|e| {
-                                    DescribeConfigsResourceResult::default()
-                                        .with_name(s(e.name))
-                                        .with_value(Some(s(e.value)))
-                                        .with_config_source(config_source(e.is_override))
-                                        .with_config_type(config_type(e.name))
-                                })
-                                .collect(),
-                        ),
-                        Err(e) => result
-                            .with_error_code(error_code(&e))
-                            .with_error_message(Some(s(e.to_string()))),
-                    }
+                    let entries = ctx.broker.describe_topic_config(name).map(|entries| {
+                        entries
+                            .into_iter()
+                            .map(|e| {
+                                let (source, kind) =
+                                    (config_source(e.is_override), config_type(e.name));
+                                (e.name.to_string(), e.value, source, kind)
+                            })
+                            .collect()
+                    });
+                    described(result, keys, entries)
                 }
                 RESOURCE_GROUP => {
-                    match ctx
+                    let entries = ctx
                         .messaging
                         .group_settings()
-                        .describe(r.resource_name.as_str())
-                    {
-                        Ok(entries) => result.with_configs(
+                        .describe(name)
+                        .map(|entries| {
                             entries
                                 .into_iter()
-                                .filter(|e| {
-                                    r.configuration_keys.as_ref().is_none_or(|keys| {
-                                        keys.iter().any(|k| k.as_str() == e.name)
-                                    })
-                                })
                                 .map(|e| {
-                                    DescribeConfigsResourceResult::default()
-                                        .with_name(s(e.name))
-                                        .with_value(Some(s(e.value)))
-                                        .with_config_source(if e.is_default {
-                                            SOURCE_DEFAULT
-                                        } else {
-                                            SOURCE_GROUP
-                                        })
-                                        .with_config_type(group_config_type(e.name))
+                                    let source = if e.is_default {
+                                        SOURCE_DEFAULT
+                                    } else {
+                                        SOURCE_GROUP
+                                    };
+                                    let kind = group_config_type(e.name);
+                                    (e.name.to_string(), e.value, source, kind)
                                 })
-                                .collect(),
-                        ),
-                        Err(e) => result
-                            .with_error_code(error_code(&e))
-                            .with_error_message(Some(s(e.to_string()))),
-                    }
+                                .collect()
+                        });
+                    described(result, keys, entries)
                 }
                 RESOURCE_BROKER => result,
                 _ => result
